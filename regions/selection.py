@@ -1,0 +1,312 @@
+"""Basal ganglia: actor-critic action selection with three-factor learning.
+
+The context ``s`` (dimension ``D``, normally the prefrontal working-memory context) feeds
+
+* a critic ``V(s) = w . s`` (the "striosome" value prediction), and
+* an actor with one preference row per action, ``prefs = W s`` (the "matrisome").
+
+An action is drawn from ``softmax(beta * prefs + bias)``: ``beta`` is the inverse temperature
+(norepinephrine) and ``bias`` is additive evidence per action from episodic memory.
+
+Learning is three-factor: each choice leaves an eligibility trace (factors 1 and 2: the
+pre-synaptic context on the synapses of the chosen action's channel), and a later dopamine-like
+reward prediction error ``delta = r - V(s)`` (factor 3) turns traces into weight changes::
+
+    e_w    <- lambda * e_w + s / |s|^2
+    e_W    <- lambda * e_W;   e_W[a] += s / |s|^2        (only the chosen action's row)
+    w      += lr * critic_scale * rpe_gain * delta * e_w
+    W      <- (1 - lr * actor_decay) * W + lr * rpe_gain * delta * e_W
+
+This is the classic "direct" actor of the basal-ganglia actor-critic models (Barto 1995) rather
+than the policy-gradient actor (whose ``onehot - pi`` factor vanishes once the policy is nearly
+deterministic, which makes reversal after a payoff swap very slow). The small ``actor_decay``
+keeps preferences bounded, so how fast a reversal happens does not depend on how long the old
+contingency was trained. Dividing by ``|s|^2`` (normalised LMS) makes ``lr`` mean "fraction of the
+error corrected" for any context scale or dimension. Traces decay by ``lambda`` at every new
+choice, so a reward that arrives after several choices still credits the earlier ones
+(``learn(..., terminal=False)`` keeps the traces for a later reward); a terminal reward clears
+them, as each trial of a bandit is its own episode.
+
+The action repertoire is declared at run time (``set_actions``): weights of actions that persist
+are kept, new actions start at zero preference, removed actions are dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+ContextLike = torch.Tensor | np.ndarray[Any, Any] | Sequence[float]
+
+_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One action selection.
+
+    Attributes:
+        action: The chosen action's name.
+        probs: Probability of every action, in repertoire order.
+        value: The critic's value ``V(s)`` of the context.
+        index: Index of ``action`` in the repertoire.
+    """
+
+    action: str
+    probs: dict[str, float]
+    value: float
+    index: int
+
+    @property
+    def confidence(self) -> float:
+        """The largest action probability (what the motor gate thresholds)."""
+        return max(self.probs.values())
+
+
+def as_vector(x: ContextLike, dim: int) -> torch.Tensor:
+    """Convert a context to a finite float32 CPU tensor of shape ``(dim,)``.
+
+    Raises:
+        ValueError: On a wrong dimension or a non-finite entry.
+    """
+    t = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x)
+    t = t.detach().to(device="cpu", dtype=torch.float32).reshape(-1)
+    if t.numel() != dim:
+        raise ValueError(f"context has dimension {t.numel()}, expected {dim}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("context holds NaN or Inf")
+    return t
+
+
+class ActorCritic:
+    """Actor-critic over a run-time action repertoire.
+
+    Args:
+        dim: Context dimension ``D``.
+        actions: Initial repertoire (may be empty; declare it later with :meth:`set_actions`).
+        trace_decay: ``lambda``, the eligibility-trace decay per choice.
+        critic_scale: Critic learning rate relative to the actor's.
+        actor_decay: Weight decay of the actor per update, relative to ``lr``.
+        seed: Seed of the sampling generator (choices are reproducible for a given seed).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        actions: Sequence[str] = (),
+        *,
+        trace_decay: float = 0.5,
+        critic_scale: float = 1.0,
+        actor_decay: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        if actor_decay < 0.0:
+            raise ValueError(f"actor_decay must be >= 0, got {actor_decay}")
+        if not 0.0 <= trace_decay <= 1.0:
+            raise ValueError(f"trace_decay must be in [0, 1], got {trace_decay}")
+        self.dim = dim
+        self.trace_decay = trace_decay
+        self.critic_scale = critic_scale
+        self.actor_decay = actor_decay
+        self._gen = torch.Generator(device="cpu")
+        self._gen.manual_seed(seed)
+        self._actions: list[str] = []
+        self._w = torch.zeros(dim)
+        self._e_w = torch.zeros(dim)
+        self._W = torch.zeros(0, dim)
+        self._e_W = torch.zeros(0, dim)
+        # The context of the most recent choice not yet resolved by a reward; the RPE is computed
+        # against its value.
+        self._pending: torch.Tensor | None = None
+        self.choices = 0
+        self.updates = 0
+        self.set_actions(actions)
+
+    # -- repertoire ----------------------------------------------------------------------------
+
+    @property
+    def actions(self) -> list[str]:
+        """The current repertoire, in order."""
+        return list(self._actions)
+
+    def set_actions(self, actions: Sequence[str]) -> None:
+        """Declare the repertoire; persisting actions keep their weights and traces.
+
+        Raises:
+            ValueError: On duplicate or empty names.
+        """
+        names = [str(a) for a in actions]
+        if any(not a for a in names):
+            raise ValueError("action names must be non-empty")
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate action names in {names}")
+        old = {a: i for i, a in enumerate(self._actions)}
+        W = torch.zeros(len(names), self.dim)
+        e_W = torch.zeros(len(names), self.dim)
+        for i, a in enumerate(names):
+            j = old.get(a)
+            if j is not None:
+                W[i] = self._W[j]
+                e_W[i] = self._e_W[j]
+        self._actions, self._W, self._e_W = names, W, e_W
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def value(self, context: ContextLike) -> float:
+        """The critic's ``V(s)``."""
+        return float(self._w @ as_vector(context, self.dim))
+
+    def preferences(self, context: ContextLike) -> dict[str, float]:
+        """The actor's raw preferences ``W s`` per action."""
+        prefs = self._W @ as_vector(context, self.dim)
+        return dict(zip(self._actions, prefs.tolist(), strict=True))
+
+    def _logits(self, s: torch.Tensor, beta: float, bias: Mapping[str, float] | None) -> torch.Tensor:
+        logits = beta * (self._W @ s)
+        if bias:
+            b = torch.tensor(
+                [float(bias.get(a, 0.0)) for a in self._actions], dtype=torch.float32
+            ).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+            logits = logits + b
+        return logits
+
+    def probabilities(
+        self, context: ContextLike, beta: float, bias: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """``softmax(beta * prefs + bias)`` per action, without choosing."""
+        if not self._actions:
+            return {}
+        probs = torch.softmax(self._logits(as_vector(context, self.dim), beta, bias), dim=0)
+        return dict(zip(self._actions, probs.tolist(), strict=True))
+
+    def choose(
+        self,
+        context: ContextLike,
+        beta: float,
+        bias: Mapping[str, float] | None = None,
+        *,
+        greedy: bool = False,
+    ) -> Choice:
+        """Select an action and leave an eligibility trace for it.
+
+        Args:
+            context: The context vector (dimension ``dim``).
+            beta: Inverse temperature (>= 0); 0 = uniform.
+            bias: Additive log-odds per action (episodic evidence); unknown actions and
+                non-finite entries are ignored.
+            greedy: Take the most probable action instead of sampling (evaluation).
+
+        Raises:
+            RuntimeError: When no actions are declared.
+            ValueError: On a bad context or beta.
+        """
+        if not self._actions:
+            raise RuntimeError("no actions declared: call set_actions() first")
+        if not (math.isfinite(beta) and beta >= 0.0):
+            raise ValueError(f"beta must be finite and >= 0, got {beta}")
+        s = as_vector(context, self.dim)
+        probs = torch.softmax(self._logits(s, beta, bias), dim=0)
+        if greedy:
+            idx = int(torch.argmax(probs))
+        else:
+            idx = int(torch.multinomial(probs, 1, generator=self._gen))
+        inv_norm = 1.0 / max(float(s @ s), _EPS)
+        lam = self.trace_decay
+        self._e_w.mul_(lam).add_(s, alpha=inv_norm)
+        self._e_W.mul_(lam)
+        self._e_W[idx].add_(s, alpha=inv_norm)
+        self._pending = s
+        self.choices += 1
+        return Choice(
+            action=self._actions[idx],
+            probs=dict(zip(self._actions, probs.tolist(), strict=True)),
+            value=float(self._w @ s),
+            index=idx,
+        )
+
+    # -- learning ------------------------------------------------------------------------------
+
+    def learn(self, reward: float, lr: float, *, rpe_gain: float = 1.0, terminal: bool = True) -> float:
+        """Apply a reward to the traces of past choices.
+
+        Args:
+            reward: The reward (single-step TD target: ``delta = reward - V(s_last)``).
+            lr: Learning rate (acetylcholine).
+            rpe_gain: Multiplier on the RPE in the weight change (dopamine gain).
+            terminal: Clear the traces afterwards (end of the episode). Pass False when more
+                reward may follow for the same choices.
+
+        Returns:
+            The reward prediction error ``delta``; 0.0 when there was no choice to credit.
+        """
+        if not (math.isfinite(reward) and math.isfinite(lr) and math.isfinite(rpe_gain)):
+            raise ValueError("reward, lr and rpe_gain must be finite")
+        if self._pending is None:
+            return 0.0
+        delta = float(reward) - float(self._w @ self._pending)
+        step = lr * rpe_gain * delta
+        self._w.add_(self._e_w, alpha=step * self.critic_scale)
+        if self.actor_decay > 0.0:
+            self._W.mul_(1.0 - min(1.0, lr * self.actor_decay))
+        self._W.add_(self._e_W, alpha=step)
+        self.updates += 1
+        if terminal:
+            self.reset_traces()
+        return delta
+
+    def reset_traces(self) -> None:
+        """Forget pending choices (e.g. the motor gate held the action back)."""
+        self._e_w.zero_()
+        self._e_W.zero_()
+        self._pending = None
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready state: plain lists, numbers and a base64 generator state."""
+        return {
+            "dim": self.dim,
+            "actions": list(self._actions),
+            "critic": self._w.tolist(),
+            "actor": self._W.tolist(),
+            "trace_critic": self._e_w.tolist(),
+            "trace_actor": self._e_W.tolist(),
+            "pending": None if self._pending is None else self._pending.tolist(),
+            "choices": self.choices,
+            "updates": self.updates,
+            "rng": base64.b64encode(self._gen.get_state().numpy().tobytes()).decode("ascii"),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`snapshot`.
+
+        Raises:
+            ValueError: When the snapshot's dimension differs from this instance's.
+        """
+        if int(state["dim"]) != self.dim:
+            raise ValueError(f"snapshot has dim {state['dim']}, expected {self.dim}")
+        actions = [str(a) for a in state["actions"]]
+        n = len(actions)
+        self._actions = actions
+        self._w = as_vector(state["critic"], self.dim)
+        self._e_w = as_vector(state["trace_critic"], self.dim)
+        self._W = as_vector(np.asarray(state["actor"], dtype=np.float32).reshape(-1), n * self.dim).reshape(
+            n, self.dim
+        )
+        self._e_W = as_vector(
+            np.asarray(state["trace_actor"], dtype=np.float32).reshape(-1), n * self.dim
+        ).reshape(n, self.dim)
+        pending = state.get("pending")
+        self._pending = None if pending is None else as_vector(pending, self.dim)
+        self.choices = int(state.get("choices", 0))
+        self.updates = int(state.get("updates", 0))
+        rng = np.frombuffer(base64.b64decode(state["rng"]), dtype=np.uint8).copy()
+        self._gen.set_state(torch.from_numpy(rng))

@@ -1,0 +1,129 @@
+"""Prefrontal working memory: a leaky, gated recurrent state written by workspace broadcasts.
+
+Every broadcast content ``x`` (unit-normalised) is offered to the state ``h`` (dimension ``D``)::
+
+    g = sigmoid(gate_gain * salience + gate_bias)      # how much the new content overwrites
+    h = normalise((1 - g) * leak * h + g * x)
+
+Salient contents are admitted (with the defaults g = 0.05 at salience 0, 0.5 at 0.5, 0.95 at 1)
+while weak ones barely disturb what is held; ``leak`` < 1 tilts the mix further towards the new
+content, so old contents fade after a few updates. ``h`` is kept at unit norm so the readout
+downstream sees the same scale whatever the history.
+
+The context for action selection is ``concat(percept, h) / sqrt(2)`` (dimension ``2 D``, unit
+norm once both halves are set): ``percept`` is the latest *percept* written (a stimulus, not a
+recalled memory or another region's output), taken as is, so the basal ganglia always see what is
+being answered, while ``h`` carries the recent history that disambiguates it. A linear readout
+on ``h`` alone would lose the current stimulus whenever a low-salience percept is gated out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from regions.selection import ContextLike, as_vector
+
+_EPS = 1e-8
+
+
+def _normalise(v: torch.Tensor) -> torch.Tensor:
+    n = float(torch.linalg.vector_norm(v))
+    return v / n if n > _EPS else torch.zeros_like(v)
+
+
+class WorkingMemory:
+    """Leaky gated recurrent state (prefrontal cortex).
+
+    Args:
+        dim: Content dimension ``D``; :meth:`context` has dimension ``2 D``.
+        leak: Retention factor of the old state per update, in (0, 1].
+        gate_gain: Slope ``a`` of the gate in salience.
+        gate_bias: Offset ``b`` of the gate.
+    """
+
+    def __init__(
+        self, dim: int, *, leak: float = 0.9, gate_gain: float = 6.0, gate_bias: float = -3.0
+    ) -> None:
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        if not 0.0 < leak <= 1.0:
+            raise ValueError(f"leak must be in (0, 1], got {leak}")
+        self.dim = dim
+        self.leak = leak
+        self.gate_gain = gate_gain
+        self.gate_bias = gate_bias
+        self._h = torch.zeros(dim)
+        self._percept = torch.zeros(dim)
+        self.updates = 0
+
+    @property
+    def context_dim(self) -> int:
+        """Dimension of :meth:`context` (``2 * dim``)."""
+        return 2 * self.dim
+
+    def gate(self, salience: float) -> float:
+        """The write gate ``sigmoid(a * salience + b)`` for a salience."""
+        return 1.0 / (1.0 + math.exp(-(self.gate_gain * salience + self.gate_bias)))
+
+    def update(self, content: ContextLike, salience: float, *, is_percept: bool = True) -> float:
+        """Offer a broadcast content to working memory.
+
+        Args:
+            content: The content vector (dimension ``dim``).
+            salience: Its salience in [0, 1] (clipped).
+            is_percept: Whether it is the current percept (replaces the percept half of the
+                context) rather than a memory or a region's output.
+
+        Returns:
+            The gate value used.
+
+        Raises:
+            ValueError: On a wrong dimension or a non-finite entry or salience.
+        """
+        if not math.isfinite(salience):
+            raise ValueError(f"salience must be finite, got {salience}")
+        x = _normalise(as_vector(content, self.dim))
+        g = self.gate(min(1.0, max(0.0, float(salience))))
+        self._h = _normalise((1.0 - g) * self.leak * self._h + g * x)
+        if is_percept:
+            self._percept = x
+        self.updates += 1
+        return g
+
+    def state(self) -> torch.Tensor:
+        """A copy of the recurrent state ``h`` (unit norm, or zero before any update)."""
+        return self._h.clone()
+
+    def context(self) -> torch.Tensor:
+        """The context for action selection: ``concat(percept, h) / sqrt(2)``, a new tensor."""
+        return torch.cat([self._percept, self._h]) / math.sqrt(2.0)
+
+    def clear(self) -> None:
+        """Empty working memory (e.g. at the start of a new task)."""
+        self._h.zero_()
+        self._percept.zero_()
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready state."""
+        return {
+            "dim": self.dim,
+            "h": self._h.tolist(),
+            "percept": self._percept.tolist(),
+            "updates": self.updates,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`snapshot`.
+
+        Raises:
+            ValueError: When the snapshot's dimension differs from this instance's.
+        """
+        if int(state["dim"]) != self.dim:
+            raise ValueError(f"snapshot has dim {state['dim']}, expected {self.dim}")
+        self._h = as_vector(state["h"], self.dim)
+        self._percept = as_vector(state["percept"], self.dim)
+        self.updates = int(state.get("updates", 0))

@@ -1,0 +1,78 @@
+"""Amygdala: expectation, stress from punishment streaks, decay, events to the hormones."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from neuromod.dynamics import HormoneSystem
+from regions.valence import Amygdala
+
+
+def test_stress_rises_with_a_punishment_streak_and_decays() -> None:
+    amy = Amygdala(tau=30.0)
+    levels = []
+    for _ in range(8):
+        report = amy.observe(-1.0)
+        levels.append(report.stress)
+        assert any(e.kind == "stress" and e.value > 0.0 for e in report.events)
+    assert all(later > earlier for earlier, later in zip(levels, levels[1:], strict=False))
+    assert 0.7 < levels[-1] <= 1.0
+    amy.step(30.0)
+    assert amy.stress == pytest.approx(levels[-1] / 2.718281828, rel=1e-6)
+    amy.step(4 * 30.0)
+    assert amy.stress < 0.01 * levels[-1]
+
+
+def test_rewards_relieve_stress_and_send_no_stress_event() -> None:
+    amy = Amygdala()
+    for _ in range(4):
+        amy.observe(-1.0)
+    before = amy.stress
+    report = amy.observe(1.0)
+    assert report.stress < before
+    assert all(e.kind != "stress" for e in report.events)
+
+
+def test_expectation_tracks_outcomes_and_surprise_is_reported() -> None:
+    amy = Amygdala(expectation_rate=0.1)
+    for _ in range(60):
+        expected = amy.observe(0.6)
+    assert amy.expectation == pytest.approx(0.6, abs=0.01)
+    assert expected.events == []  # an expected reward is neither stressful nor surprising
+    shock = amy.observe(-1.0)
+    assert shock.valence == -1.0
+    assert shock.prediction_error == pytest.approx(-1.6, abs=0.02)
+    assert shock.surprise == pytest.approx(0.8, abs=0.01)
+    assert {e.kind for e in shock.events} == {"stress", "surprise"}
+    assert shock.arousal == pytest.approx(0.8, abs=0.01)
+
+
+def test_events_drive_the_hormone_system() -> None:
+    amy, hs = Amygdala(), HormoneSystem()
+    base = hs.baselines()
+    for _ in range(6):
+        for event in amy.observe(-1.0).events:
+            hs.apply(event)
+        hs.step(1.0)
+    assert hs.levels()["norepinephrine"] > base["norepinephrine"]
+    assert hs.levels()["serotonin"] < base["serotonin"]
+
+
+def test_snapshot_restore_round_trips_through_json() -> None:
+    a = Amygdala()
+    for v in (0.5, -1.0, -0.5, 1.0, -1.0):
+        a.observe(v)
+    b = Amygdala()
+    b.restore(json.loads(json.dumps(a.snapshot())))
+    assert b.observe(-0.3) == a.observe(-0.3)
+
+
+def test_bad_input_is_rejected() -> None:
+    amy = Amygdala()
+    with pytest.raises(ValueError):
+        amy.observe(float("inf"))
+    with pytest.raises(ValueError):
+        amy.step(-1.0)
+    assert amy.outcomes == 0
