@@ -15,6 +15,13 @@ __all__ = ["BUILTIN_KINDS", "resolve_kind"]
 # Imported lazily: a brain that runs no language area never loads its encoder.
 BUILTIN_KINDS: dict[str, str] = {
     "thalamus": "regions.thalamus:Thalamus",
+    "cortex": "regions.cortex:Cortex",
+    "workspace": "regions.workspace:GlobalWorkspace",
+    "prefrontal": "regions.prefrontal:Prefrontal",
+    "basal_ganglia": "regions.basal_ganglia:BasalGanglia",
+    "motor": "regions.motor:Motor",
+    "amygdala": "regions.amygdala:Amygdala",
+    "hormones": "neuromod.actor:Hormones",
 }
 
 

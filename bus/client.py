@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import re
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import nats
 import nats.errors
@@ -21,10 +22,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from bus import codec
+from bus._nats import FastClient
 from bus.codec import Meta
 from bus.errors import BadInput, BusError, DecodeError, NoRespondersError, NotConnectedError, RequestTimeout
 from bus.models import Message, model_for_subject
-from bus.subjects import Subjects, validate_subject
+from bus.subjects import Subjects
 
 __all__ = ["Bus", "ConnState", "Handler", "OnBad", "Subscription"]
 
@@ -34,10 +36,16 @@ R = TypeVar("R", bound=Message)
 Handler = Callable[[Any, Meta], Awaitable[None]]
 OnBad = Callable[[BadInput, Meta], Awaitable[None] | None]
 
+_SOURCE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 # Per-subscription bounds inside nats-py: past them NATS reports a slow consumer and drops,
 # which protects the publisher and the rest of the brain from one stuck subscriber.
 PENDING_MSGS = 65_536
 PENDING_BYTES = 64 * 1024 * 1024
+
+
+def _block(block: bytes) -> dict[str, str]:
+    """A ready header block, passed where nats-py's signature says dict: `FastClient` sends it as is."""
+    return cast(dict[str, str], block)
 
 
 class ConnState(enum.StrEnum):
@@ -71,18 +79,23 @@ class Bus:
             await bus.publish("stim.text", TextStimulus(text="hello"))
     """
 
-    def __init__(self, url: str, *, namespace: str = "brain", name: str = "brainbus", source: str | None = None,
-                 user: str | None = None, password: str | None = None) -> None:
+    def __init__(self, url: str, *, namespace: str = "brain", name: str = "brainbus",
+                 source: str | None = None, user: str | None = None, password: str | None = None) -> None:
         self.url = url
         self.subjects = Subjects(namespace)
         self.name = name
         self.source = source or name
+        if not _SOURCE_RE.match(self.source):
+            raise BadInput(
+                f"bus source {self.source!r} must be letters, digits and '_.:-' (it names the sender)"
+            )
         self.state = ConnState.NEW
         self.reconnects = 0
         self.slow_consumer_drops = 0
         self._user = user
         self._password = password
         self._nc: NatsClient | None = None
+        self._last_error: Exception | None = None
         self._listeners: list[Callable[[ConnState], None]] = []
         self._resolved: dict[str, str] = {}
         self._model_cache: dict[str, type[Message] | None] = {}
@@ -98,20 +111,23 @@ class Bus:
     ) -> None:
         await self.close()
 
-    async def connect(self, *, timeout: float = 5.0) -> None:
+    async def connect(self, *, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (nats connect_timeout)
         """Connect once; afterwards nats-py reconnects forever on its own with a short wait."""
         if self.state is not ConnState.NEW:
             raise BusError(f"bus {self.name!r} was already connected once; make a new Bus to connect again")
+        nc = FastClient()
         try:
-            self._nc = await nats.connect(
+            await nc.connect(
                 servers=[self.url],
                 name=self.name,
                 user=self._user,
                 password=self._password,
-                connect_timeout=timeout,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
+                connect_timeout=cast(int, timeout),  # nats-py annotates seconds as int
+                # With unlimited attempts nats-py retries the first connect forever and a dead URL
+                # would hang here: two tries at first, unlimited reconnects once connected (below).
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=cast(int, 0.25),
                 ping_interval=5,
                 max_outstanding_pings=3,
                 pending_size=16 * 1024 * 1024,
@@ -119,10 +135,20 @@ class Bus:
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
                 closed_cb=self._on_closed,
+                # Bus validates (and caches) every subject itself.
+                skip_subject_validation=True,
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             self.state = ConnState.CLOSED
-            raise BusError(f"cannot connect to NATS at {self.url}: {exc or type(exc).__name__}") from None
+            with contextlib.suppress(Exception):
+                await nc.close()
+            cause: BaseException = exc
+            if isinstance(exc, nats.errors.NoServersError) and self._last_error is not None:
+                cause = self._last_error  # what actually failed, not "no servers available"
+            raise BusError(f"cannot connect to NATS at {self.url}: {cause or type(cause).__name__}") from None
+        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1
+        self._nc = nc
         self._set_state(ConnState.CONNECTED)
 
     async def close(self, *, drain: bool = True) -> None:
@@ -166,10 +192,12 @@ class Bus:
             listener(state)
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
         if isinstance(exc, nats.errors.SlowConsumerError):
             self.slow_consumer_drops += 1
             if self.slow_consumer_drops in (1, 10, 100, 1000) or self.slow_consumer_drops % 10_000 == 0:
-                log.warning("bus.slow_consumer", name=self.name, subject=exc.subject, drops=self.slow_consumer_drops)
+                log.warning("bus.slow_consumer", name=self.name, subject=exc.subject,
+                            drops=self.slow_consumer_drops)
             return
         log.warning("bus.error", name=self.name, error=str(exc) or type(exc).__name__)
 
@@ -207,8 +235,8 @@ class Bus:
         `source` names the sending actor in the `Bb-Src` header (default: this bus's source);
         several actors of one process share one connection and pass their own name.
         """
-        body, headers = codec.encode(msg, source=source or self.source, stimulus_id=stimulus_id)
-        await self.nc.publish(self.resolve(subject), body, reply=reply or "", headers=headers)
+        body, block = codec.encode_wire(msg, source=source or self.source, stimulus_id=stimulus_id)
+        await self.nc.publish(self.resolve(subject), body, reply=reply or "", headers=_block(block))
 
     async def publish_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         """Publish bytes as they are (tools, benchmarks, what an outside client would send)."""
@@ -217,11 +245,12 @@ class Bus:
     async def respond(self, meta: Meta, msg: Message, *, source: str | None = None) -> None:
         """Reply to a request whose metadata is `meta`; a no-op if it expects no reply."""
         if meta.reply:
-            body, headers = codec.encode(msg, source=source or self.source, stimulus_id=meta.stimulus_id)
-            await self.nc.publish(meta.reply, body, headers=headers)
+            body, block = codec.encode_wire(msg, source=source or self.source, stimulus_id=meta.stimulus_id)
+            await self.nc.publish(meta.reply, body, headers=_block(block))
 
-    async def flush(self, timeout: float = 5.0) -> None:
-        await self.nc.flush(timeout=timeout)
+    async def flush(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (passed on to nats-py)
+        # nats-py annotates the flush timeout as int but uses it as seconds for asyncio.wait_for.
+        await self.nc.flush(timeout=cast(int, timeout))
 
     # ---------------------------------------------------------------- subscribe
 
@@ -259,6 +288,37 @@ class Bus:
         )
         return Subscription(inner, full)
 
+    async def subscribe_direct(
+        self,
+        pattern: str,
+        deliver: Callable[[Any, Meta], None],
+        *,
+        model: type[Message] | None = None,
+        on_bad: Callable[[BadInput, Meta], None],
+        queue: str = "",
+    ) -> Subscription:
+        """Like `subscribe`, but `deliver` is synchronous and runs in the connection's read loop.
+
+        For actors: `deliver` puts the message into a bounded mailbox and returns, so the mailbox
+        is the only buffer between NATS and the handler (no second queue inside nats-py).
+        """
+        full = self.resolve(pattern, wildcards=True)
+
+        def receive(subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+            cls = model or self._model_for(subject)
+            try:
+                if cls is None:
+                    raise DecodeError("no message model is registered for this subject", subject=subject)
+                obj, meta = codec.decode(cls, data, headers, subject, reply)
+            except DecodeError as exc:
+                on_bad(exc, Meta(subject=subject, reply=reply or None, size=len(data)))
+                return
+            deliver(obj, meta)
+
+        nc = self.nc
+        assert isinstance(nc, FastClient)
+        return Subscription(await nc.subscribe_direct(full, receive, queue=queue), full)
+
     async def subscribe_raw(self, pattern: str, callback: Callable[[Msg], Awaitable[None]], *,
                             queue: str = "") -> Subscription:
         """Subscribe to raw nats-py messages (tools that print or record anything)."""
@@ -287,13 +347,14 @@ class Bus:
 
     # ---------------------------------------------------------------- request / reply
 
-    async def request(self, subject: str, msg: Message, reply_model: type[R], *, timeout: float = 2.0,
+    async def request(self, subject: str, msg: Message, reply_model: type[R], *,
+                      timeout: float = 2.0,  # noqa: ASYNC109 (the request deadline)
                       stimulus_id: str | None = None) -> R:
         """Send a request and decode its single reply; RequestTimeout / NoRespondersError otherwise."""
         full = self.resolve(subject)
-        body, headers = codec.encode(msg, source=self.source, stimulus_id=stimulus_id)
+        body, block = codec.encode_wire(msg, source=self.source, stimulus_id=stimulus_id)
         try:
-            answer = await self.nc.request(full, body, timeout=timeout, headers=headers)
+            answer = await self.nc.request(full, body, timeout=timeout, headers=_block(block))
         except nats.errors.NoRespondersError:
             raise NoRespondersError(full) from None
         except nats.errors.TimeoutError:
@@ -307,13 +368,14 @@ class Bus:
         reply_model: type[R],
         *,
         expect: int | None = None,
-        timeout: float = 1.0,
+        timeout: float = 1.0,  # noqa: ASYNC109 (the gather deadline)
         stimulus_id: str | None = None,
     ) -> list[tuple[R, Meta]]:
         """Scatter-gather: publish once, collect replies until `expect` arrived or the deadline.
 
         Returns what came in time (possibly fewer than `expect`: the caller decides whether a
-        partial answer is good enough). Replies that do not decode are logged and skipped.
+        partial answer is good enough; an empty list at once when nobody is subscribed). Replies
+        that do not decode are logged and skipped.
         """
         full = self.resolve(subject)
         inbox = self.nc.new_inbox()
@@ -321,6 +383,9 @@ class Bus:
         done = asyncio.Event()
 
         async def collect(m: Msg) -> None:
+            if not m.data and m.headers and m.headers.get("Status") == "503":
+                done.set()  # the server's "no responders": nobody is subscribed, nothing will come
+                return
             try:
                 replies.append(codec.decode(reply_model, m.data, m.headers, m.subject))
             except DecodeError as exc:
@@ -331,8 +396,8 @@ class Bus:
 
         sub = await self.nc.subscribe(inbox, cb=collect)
         try:
-            body, headers = codec.encode(msg, source=self.source, stimulus_id=stimulus_id)
-            await self.nc.publish(full, body, reply=inbox, headers=headers)
+            body, block = codec.encode_wire(msg, source=self.source, stimulus_id=stimulus_id)
+            await self.nc.publish(full, body, reply=inbox, headers=_block(block))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout)
         finally:

@@ -9,7 +9,7 @@ Wire format (documented for non-Python clients in `brainbus schema`):
   bytes follow the JSON, in the order of the `Bb-Vec` header: `name:dtype:length[,...]` with dtype
   `f32` or `f16`. So a 384-d embedding costs 1536 bytes plus a few dozen of JSON.
 * Metadata rides in NATS headers: `Bb-Type` (`type/version`), `Bb-Id` (message id), `Bb-Src`
-  (source actor), `Bb-Ts` (unix time, seconds), `Bb-Sid` (stimulus id the message belongs to).
+  (source actor), `Bb-Ts` (unix time in microseconds), `Bb-Sid` (stimulus id it belongs to).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ __all__ = [
     "Meta",
     "decode",
     "encode",
+    "encode_wire",
     "decode_any",
     "format_validation_error",
     "to_json",
@@ -45,7 +46,7 @@ __all__ = [
 
 H_TYPE, H_ID, H_SRC, H_TS, H_SID, H_VEC = "Bb-Type", "Bb-Id", "Bb-Src", "Bb-Ts", "Bb-Sid", "Bb-Vec"
 MAX_BODY = 256 * 1024
-_DTYPES = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
+_DTYPES: dict[str, np.dtype[Any]] = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
 M = TypeVar("M", bound=Message)
 
 # Message ids: a per-process prefix and a counter — unique, ordered, and far cheaper than uuid4.
@@ -71,17 +72,48 @@ def encode(
     model: Message, *, source: str | None = None, stimulus_id: str | None = None
 ) -> tuple[bytes, dict[str, str]]:
     """Encode a model as (body, headers) for publishing."""
-    cls = type(model)
-    headers = {H_TYPE: cls.type_tag(), H_ID: f"{_ID_PREFIX}{next(_ids):x}", H_TS: f"{time.time():.6f}"}
+    body, vec_spec = _body(model)
+    headers = {H_TYPE: type(model).TAG, H_ID: f"{_ID_PREFIX}{next(_ids):x}",
+               H_TS: str(time.time_ns() // 1000)}
     if source:
         headers[H_SRC] = source
     if stimulus_id:
         headers[H_SID] = stimulus_id
-    vectors = [(n, getattr(model, n)) for n in cls.VECTOR_FIELDS if getattr(model, n) is not None]
+    if vec_spec:
+        headers[H_VEC] = vec_spec
+    return body, headers
+
+
+def encode_wire(model: Message, *, source: str, stimulus_id: str | None = None) -> tuple[bytes, bytes]:
+    """`encode` with the headers as a ready NATS header block: the publish hot path.
+
+    Every value in it is a validated token or generated here, so no CR/LF can break the block.
+    """
+    if stimulus_id and ("\r" in stimulus_id or "\n" in stimulus_id):
+        raise ValueError(f"stimulus id {stimulus_id!r} contains a line break")
+    body, vec_spec = _body(model)
+    block = (
+        f"NATS/1.0\r\n{H_TYPE}: {type(model).TAG}\r\n{H_ID}: {_ID_PREFIX}{next(_ids):x}\r\n"
+        f"{H_TS}: {time.time_ns() // 1000}\r\n{H_SRC}: {source}\r\n"
+    )
+    if stimulus_id:
+        block += f"{H_SID}: {stimulus_id}\r\n"
+    if vec_spec:
+        block += f"{H_VEC}: {vec_spec}\r\n"
+    return body, (block + "\r\n").encode()
+
+
+def _body(model: Message) -> tuple[bytes, str]:
+    """JSON of the non-vector fields, then the vectors' raw bytes; and the `Bb-Vec` spec."""
+    cls = type(model)
+    serializer = cls.__pydantic_serializer__
+    if not cls.VECTOR_FIELDS:
+        return serializer.to_json(model), ""
+    vectors = [(n, getattr(model, n)) for n in cls.VECTOR_FIELDS]
+    vectors = [(n, a) for n, a in vectors if a is not None]
     if not vectors:
-        return cls.__pydantic_serializer__.to_json(model), headers
-    body = cls.__pydantic_serializer__.to_json(model, exclude={n for n, _ in vectors})
-    parts = [body]
+        return serializer.to_json(model), ""
+    parts = [serializer.to_json(model, exclude={n for n, _ in vectors})]
     specs = []
     for name, arr in vectors:
         if arr.dtype == np.float16:
@@ -90,45 +122,39 @@ def encode(
         else:
             specs.append(f"{name}:f32:{arr.size}")
             parts.append(arr.astype("<f4", copy=False).tobytes())
-    headers[H_VEC] = ",".join(specs)
-    return b"".join(parts), headers
+    return b"".join(parts), ",".join(specs)
 
 
 def decode(
     model: type[M], data: bytes, headers: dict[str, str] | None, subject: str, reply: str | None = None
 ) -> tuple[M, Meta]:
     """Decode a body into `model`; raise DecodeError with a reason a person can act on."""
-    meta = Meta(subject=subject, reply=reply or None, size=len(data))
     if len(data) > MAX_BODY:
         raise DecodeError(f"payload of {len(data)} bytes exceeds the {MAX_BODY} byte limit", subject=subject)
-    vec_spec = None
     if headers:
-        meta.type = headers.get(H_TYPE)
-        meta.msg_id = headers.get(H_ID)
-        meta.source = headers.get(H_SRC)
-        meta.stimulus_id = headers.get(H_SID)
-        ts = headers.get(H_TS)
-        if ts:
-            try:
-                meta.ts = float(ts)
-            except ValueError:
-                raise DecodeError(f"header {H_TS} {ts!r} is not a number", subject=subject) from None
-        if meta.type is not None and meta.type != model.type_tag():
+        type_tag = headers.get(H_TYPE)
+        if type_tag is not None and type_tag != model.TAG:
             raise DecodeError(
-                f"message type {meta.type!r} does not fit this subject (expected {model.type_tag()!r})",
+                f"message type {type_tag!r} does not fit this subject (expected {model.TAG!r})",
                 subject=subject,
             )
+        ts = headers.get(H_TS)
+        meta = Meta(subject, reply or None, type_tag, headers.get(H_ID), headers.get(H_SRC),
+                    _timestamp(ts, subject) if ts else None, headers.get(H_SID), len(data))
         vec_spec = headers.get(H_VEC)
+    else:
+        meta = Meta(subject, reply or None, size=len(data))
+        vec_spec = None
     try:
         if vec_spec:
             obj = _decode_with_vectors(model, data, vec_spec, subject)
             result = model.model_validate(obj)
-        elif model.PLAIN_TEXT_FIELD and not data.lstrip()[:1] == b"{":
+        elif data[:1] == b"{" or _first_byte(data) == b"{":
+            result = model.model_validate_json(data)
+        elif model.PLAIN_TEXT_FIELD:
             result = model.model_validate({model.PLAIN_TEXT_FIELD: _plain_text(data, subject)})
         else:
-            if not data.lstrip()[:1] == b"{":
-                raise DecodeError(_not_an_object(data), subject=subject)
-            result = model.model_validate_json(data)
+            raise DecodeError(_not_an_object(data), subject=subject)
     except ValidationError as exc:
         raise DecodeError(format_validation_error(exc, data), subject=subject) from None
     if meta.stimulus_id is None and model.STIMULUS_FIELD:
@@ -185,7 +211,8 @@ def _decode_with_vectors(model: type[Message], data: bytes, spec: str, subject: 
     except (ValueError, KeyError):
         raise DecodeError(f"header {H_VEC} {spec!r} is malformed", subject=subject) from None
     if total > len(data):
-        raise DecodeError(f"body of {len(data)} bytes is shorter than {H_VEC} needs ({total})", subject=subject)
+        raise DecodeError(f"body of {len(data)} bytes is shorter than {H_VEC} needs ({total})",
+                          subject=subject)
     head = len(data) - total
     try:
         obj = orjson.loads(data[:head])
@@ -200,6 +227,18 @@ def _decode_with_vectors(model: type[Message], data: bytes, spec: str, subject: 
         # A writable float32 copy: torch and in-place maths must never see a read-only buffer.
         obj[name] = arr.astype(np.float32)
     return obj
+
+
+def _timestamp(text: str, subject: str) -> float:
+    try:
+        return int(text) / 1e6
+    except ValueError:
+        raise DecodeError(f"header {H_TS} {text!r} is not a whole number of microseconds",
+                          subject=subject) from None
+
+
+def _first_byte(data: bytes) -> bytes:
+    return data.lstrip()[:1]
 
 
 def _plain_text(data: bytes, subject: str) -> str:

@@ -62,6 +62,9 @@ def _to_vector(value: Any) -> np.ndarray:
     elif isinstance(value, list | tuple):
         # No dtype here on purpose: numpy would silently parse "1.5" or "NaN" strings as floats.
         arr = np.asarray(value)
+        if arr.dtype.kind in "iuf" and bool in set(map(type, value)):
+            # numpy turns [1, true] into [1, 1] and [0.5, false] into [0.5, 0.0]: not numbers.
+            raise ValueError("must contain only numbers (got a boolean)")
     else:
         raise ValueError(f"must be an array of numbers, got {type(value).__name__}")
     if arr.dtype.kind not in "iuf":
@@ -108,6 +111,8 @@ class Message(BaseModel):
     )
     TYPE: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
+    #: `TYPE/VERSION`, the value of the `Bb-Type` header (filled in by `@message`).
+    TAG: ClassVar[str] = ""
     SUBJECT: ClassVar[str] = ""
     #: Models whose subject also accepts a plain UTF-8 body, mapped to this field.
     PLAIN_TEXT_FIELD: ClassVar[str | None] = None
@@ -128,6 +133,7 @@ def message(pattern: str, type_name: str) -> Callable[[type[M]], type[M]]:
         if type_name in _REGISTRY:
             raise TypeError(f"message type {type_name!r} is registered twice")
         cls.TYPE = type_name
+        cls.TAG = f"{type_name}/{cls.VERSION}"
         cls.SUBJECT = pattern
         cls.VECTOR_FIELDS = tuple(
             name for name, field in cls.model_fields.items() if _holds_vector(field.annotation)
@@ -258,10 +264,13 @@ class NeuromodLevels(Message):
 
 @message("neuromod.event", "neuromod_event")
 class NeuromodEvent(Message):
-    """Something that should move hormones: a reward prediction error, novelty, surprise, stress."""
+    """Something that should move hormones: a reward (with its prediction error), novelty,
+    surprise (unexpected uncertainty) or stress. `value` is the reward in [-1, 1] for `reward`,
+    else a magnitude in [0, 1]."""
 
-    kind: Literal["reward", "rpe", "novelty", "surprise", "stress"]
+    kind: Literal["reward", "novelty", "surprise", "stress"]
     value: Annotated[float, Field(ge=-1.0, le=1.0)]
+    rpe: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     source: Token | None = None
     stimulus_id: StimulusId | None = None
 
@@ -280,8 +289,16 @@ class MemStore(Message):
 
 @message("mem.store_ack", "mem_store_ack")
 class MemStoreAck(Message):
+    """The answer to a `MemStore`: durable once sent with `ok` (the shard fsynced its log first).
+
+    A rejected store (wrong dimension, zero vector, disk failure) has `ok=False`, `episode_id=-1`
+    and a reason in `error`.
+    """
+
     shard: Token
-    episode_id: Annotated[int, Field(ge=0)]
+    episode_id: Annotated[int, Field(ge=-1)]
+    ok: bool = True
+    error: str | None = None
 
 
 @message("mem.recall", "mem_recall")
@@ -300,14 +317,24 @@ class MemHit(BaseModel):
     stimulus_id: str | None = None
     action: str | None = None
     reward: float | None = None
+    salience: float | None = None
+    time: float | None = None
 
 
 @message("mem.recall_reply", "mem_recall_reply")
 class MemRecallReply(Message):
+    """One shard's local top-k (from a shard), or the merged answer (from `memory.recall`).
+
+    `error` is set, with no hits, when the request was rejected (wrong dimension, NaN, bad k).
+    """
+
     hits: list[MemHit]
     shards_asked: int = 0
     shards_answered: int = 0
     partial: bool = False
+    shard: str | None = None
+    episodes: int | None = None
+    error: str | None = None
 
 
 @message("region.*.out", "region_output")

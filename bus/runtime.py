@@ -39,7 +39,8 @@ def write_runtime(runtime: Runtime, path: Path = RUNTIME_FILE) -> None:
 
 
 def _as_dict(runtime: Runtime) -> dict[str, object]:
-    return {"url": runtime.url, "namespace": runtime.namespace, "pid": runtime.pid, "started": runtime.started}
+    return {"url": runtime.url, "namespace": runtime.namespace, "pid": runtime.pid,
+            "started": runtime.started}
 
 
 def read_runtime(path: Path = RUNTIME_FILE) -> Runtime | None:

@@ -32,7 +32,8 @@ def asyncapi(namespace: str = "brain") -> dict[str, Any]:
         }
         address = f"{namespace}.{cls.SUBJECT}".replace("*", "{token}")
         channel = cls.SUBJECT.replace(".", "_").replace("*", "x")
-        channels[channel] = {"address": address, "messages": {name: {"$ref": f"#/components/messages/{name}"}}}
+        ref = {"$ref": f"#/components/messages/{name}"}
+        channels[channel] = {"address": address, "messages": {name: ref}}
         operations[f"{channel}_{'send' if cls.SUBJECT in _WORLD_IN else 'receive'}"] = {
             "action": "send" if cls.SUBJECT in _WORLD_IN else "receive",
             "channel": {"$ref": f"#/channels/{channel}"},
@@ -40,8 +41,8 @@ def asyncapi(namespace: str = "brain") -> dict[str, Any]:
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "brainbus", "version": "1",
-                 "description": "Subjects and messages of a brainbus brain. Plain JSON works from any client; "
-                                "see wire.md for headers and the binary vector encoding."},
+                 "description": "Subjects and messages of a brainbus brain. Plain JSON works from any "
+                                "client; see wire.md for headers and the binary vector encoding."},
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,

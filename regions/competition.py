@@ -182,6 +182,9 @@ class Workspace:
         refractory_s: After an ignition, no new ignition for this long.
         inhibition_of_return_s: How long a winning content stays inhibited.
         ior_similarity: Cosine at or above which two contents count as the same.
+        ior_across_stimuli: Whether similar content of a *different* stimulus id is inhibited too
+            (True: attention avoids returning to the same content; False: only re-bids of the same
+            stimulus are, so a task that repeats a word still gets every presentation attended).
         ior_penalty: Fraction of salience removed right after a win (fades to 0 over the window).
         max_pending: Bids buffered between cycles; beyond it the weakest is dropped.
     """
@@ -194,6 +197,7 @@ class Workspace:
         inhibition_of_return_s: float = 2.0,
         ior_similarity: float = 0.95,
         ior_penalty: float = 0.8,
+        ior_across_stimuli: bool = True,
         max_pending: int = 1024,
     ) -> None:
         if capacity < 1:
@@ -213,6 +217,7 @@ class Workspace:
         self.refractory_s = float(refractory_s)
         self.inhibition_of_return_s = float(inhibition_of_return_s)
         self.ior_similarity = float(ior_similarity)
+        self.ior_across_stimuli = ior_across_stimuli
         self.ior_penalty = float(ior_penalty)
         self.max_pending = max_pending
         self.cycle = 0
@@ -264,6 +269,8 @@ class Workspace:
             if age < 0 or age >= self.inhibition_of_return_s:
                 continue
             same_id = bid.stimulus_id is not None and bid.stimulus_id == trace.stimulus_id
+            if not same_id and not self.ior_across_stimuli and bid.stimulus_id and trace.stimulus_id:
+                continue  # a new presentation of similar content is a new event, attended afresh
             cos = 0.0
             if unit is not None and trace.unit is not None and unit.shape == trace.unit.shape:
                 cos = float(unit @ trace.unit)

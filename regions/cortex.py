@@ -1,0 +1,97 @@
+"""Sensory cortices: learned feature maps on percepts, bidding for the global workspace.
+
+One actor kind serves the language area (modality `text`) and the visual/vector area (other
+modalities); the config says which modalities each instance takes. Features are learned online
+with Sanger's rule (local Hebbian plasticity, rate scaled by acetylcholine); how poorly they
+reconstruct a percept is its novelty. The bid's salience rises with novelty and arousal (NE), and
+novelty is reported to the hormone system.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors.actor import on
+from bus import Meta
+from bus.models import Bid, NeuromodEvent, RegionOutput
+from neuromod.dynamics import modulation
+from regions.modulated import Modulated
+from regions.plasticity import OjaFeatureMap
+
+__all__ = ["Cortex"]
+
+#: The modulated learning rate at baseline acetylcholine: the Oja rate is scaled relative to it.
+BASELINE_LR = modulation({}).learning_rate
+
+
+class CortexOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: Modalities this area takes; `*` means every modality but text (the visual/vector area).
+    modalities: list[str] = Field(default_factory=lambda: ["text"])
+    dim: Annotated[int, Field(ge=8, le=8192)] = 384
+    features: Annotated[int, Field(ge=1, le=1024)] = 64
+    lr: Annotated[float, Field(gt=0, le=1)] = 0.01
+    base_salience: Annotated[float, Field(ge=0, le=10)] = 0.6
+    novelty_gain: Annotated[float, Field(ge=0, le=10)] = 0.4
+    #: How strongly arousal (NE above its reference) raises salience.
+    arousal_gain: Annotated[float, Field(ge=0, le=10)] = 0.5
+    source: str = "thalamus"
+    seed: int = 0
+
+
+class Cortex(Modulated):
+    kind = "cortex"
+    Options = CortexOptions
+    options: CortexOptions
+
+    async def on_start(self) -> None:
+        self.init_modulation()
+        o = self.options
+        self.features = OjaFeatureMap(o.dim, o.features, lr=o.lr, seed=o.seed)
+        self.novelty_sum = 0.0
+        self.seen = 0
+        self.out_subject = self.bus.subjects.region_out(self.name)
+
+    def takes(self, modality: str) -> bool:
+        mods = self.options.modalities
+        return modality in mods or ("*" in mods and modality != "text")
+
+    @on("region.thalamus.out")
+    async def perceived(self, msg: RegionOutput, meta: Meta) -> None:
+        if msg.kind != "percept" or msg.vector is None or not self.takes(str(msg.data.get("modality", ""))):
+            return
+        x = msg.vector
+        if x.size != self.options.dim:
+            return  # the thalamus checks dimensions; a cortex of another size ignores the percept
+        # Learning rate follows acetylcholine: high in encoding mode, low in retrieval.
+        novelty = float(self.features.learn(x, lr_scale=self.mod.learning_rate / BASELINE_LR))
+        self.seen += 1
+        self.novelty_sum += novelty
+        gain = float(msg.data.get("gain", 1.0))
+        arousal = max(0.0, self.levels.get("norepinephrine", 0.4) - 0.4)
+        salience = gain * (self.options.base_salience + self.options.novelty_gain * novelty) * (
+            1.0 + self.options.arousal_gain * arousal)
+        sid = msg.stimulus_id
+        await self.publish(self.bus.subjects.gw_bid, Bid(
+            source=self.name, kind="percept", salience=min(salience, 10.0), content=x, stimulus_id=sid,
+            detail={"novelty": round(novelty, 4), "modality": msg.data.get("modality"),
+                    "text": msg.data.get("text")}), stimulus_id=sid)
+        if novelty > 0.05:
+            await self.publish(self.bus.subjects.neuromod_event, NeuromodEvent(
+                kind="novelty", value=min(novelty, 1.0), source=self.name, stimulus_id=sid), stimulus_id=sid)
+
+    async def on_sleep(self) -> None:
+        pruned = self.features.prune_dead()
+        self.log.info("cortex.pruned", units=pruned)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"features": self.features.snapshot()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.features = OjaFeatureMap.restore(state["features"])
+
+    def extra_stats(self) -> dict[str, float]:
+        return {"percepts": self.seen, "mean_novelty": round(self.novelty_sum / max(1, self.seen), 4)}
