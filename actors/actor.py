@@ -41,6 +41,8 @@ __all__ = ["Actor", "ActorState", "NoOptions", "RestartRequested", "every", "on"
 
 log = structlog.get_logger("actors")
 Overflow = Literal["drop_oldest", "drop_newest"]
+# The kinds of `SysError` (bus.models) an actor reports.
+ReportKind = Literal["bad_input", "handler_error", "overflow", "no_actions", "crash", "escalation"]
 HandlerFn = Callable[[Any, Message, Meta], Awaitable[Message | None]]
 
 
@@ -168,6 +170,7 @@ class Actor:
         self._overflow = overflow
         self._mailbox: deque[tuple[HandlerFn, Message, Meta]] = deque()
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()  # set each time a handler or tick finishes
         self._tick_due: dict[str, bool] = {}
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -196,7 +199,7 @@ class Actor:
         return {}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Restore what `snapshot` returned (after a restart or a new run)."""
+        """Restore what `snapshot` returned (after a restart or a new run); runs after `on_start`."""
 
     def extra_stats(self) -> dict[str, Any]:
         """Actor-specific figures added to each heartbeat."""
@@ -208,17 +211,36 @@ class Actor:
         await self.bus.publish(subject, msg, stimulus_id=stimulus_id, source=self.name)
         self.stats["msgs_out"] += 1
 
-    async def report(self, subject: str, reason: str, *, kind: str = "bad_input",
+    async def report(self, subject: str, reason: str, *, kind: ReportKind = "bad_input",
                      stimulus_id: str | None = None) -> None:
         """Report a rejected message or failure on `NS.sys.error` (rate limited, never raises)."""
-        if not self._report_limit.allow():
-            return
+        if self._report_limit.allow():
+            await self._send_report(subject, reason, kind, stimulus_id)
+
+    def report_soon(self, subject: str, reason: str, *, kind: ReportKind = "bad_input",
+                    stimulus_id: str | None = None) -> None:
+        """`report` from synchronous code: the rate limit is checked now, the publish runs as a task."""
+        if self._report_limit.allow():
+            self._spawn(self._send_report(subject, reason, kind, stimulus_id), f"{self.name}.report")
+
+    async def _send_report(self, subject: str, reason: str, kind: ReportKind,
+                           stimulus_id: str | None) -> None:
         suppressed, self._report_limit.suppressed = self._report_limit.suppressed, 0
         self.log.warning("actor.reported", subject=subject, reason=reason, kind=kind, suppressed=suppressed)
         err = SysError.model_construct(actor=self.name, subject=subject, reason=reason, kind=kind,
                                        stimulus_id=stimulus_id, suppressed=suppressed)
         with contextlib.suppress(Exception):
-            await self.bus.publish(self.bus.subjects.sys_error, err, stimulus_id=stimulus_id, source=self.name)
+            await self.bus.publish(self.bus.subjects.sys_error, err, stimulus_id=stimulus_id,
+                                   source=self.name)
+
+    def call_later(self, delay: float, tick: str) -> None:
+        """Run the tick method named `tick` once after `delay` seconds, serialized with handlers."""
+        asyncio.get_running_loop().call_later(delay, self._mark_due, tick)
+
+    def _mark_due(self, tick: str) -> None:
+        if self.state in (ActorState.RUNNING, ActorState.SLEEPING):
+            self._tick_due[tick] = True
+            self._wake.set()
 
     def busy_for(self) -> float:
         """Seconds the current handler has been running (0 when idle): the supervisor's hang check."""
@@ -230,13 +252,19 @@ class Actor:
 
     # ---------------------------------------------------------------- lifecycle (supervisor)
 
-    async def start(self) -> None:
+    async def start(self, state: dict[str, Any] | None = None) -> None:
+        """Run `on_start`, then `restore(state)` if given, then subscribe and start working."""
         if self.state is not ActorState.NEW:
             raise ActorError(f"actor {self.name!r} was already started; a restart makes a new instance")
         await self.on_start()
+        if state:
+            try:
+                self.restore(state)
+            except Exception as exc:  # a snapshot of an older version must not block start-up
+                self.log.warning("actor.restore_failed", error=repr(exc))
         for spec in self._handlers:
             fn = getattr(type(self), spec.attr)
-            self._subs.append(await self.bus.subscribe(
+            self._subs.append(await self.bus.subscribe_direct(
                 spec.subject, self._enqueuer(fn), model=spec.model, on_bad=self._on_bad))
         for subject in (self.bus.subjects.ctl(self.name), self.bus.subjects.ctl_all):
             self._subs.append(await self.bus.subscribe(
@@ -262,8 +290,13 @@ class Actor:
             self.state = ActorState.RUNNING if self.state is ActorState.PAUSED else self.state
             self._wake.set()
             deadline = time.monotonic() + grace
-            while (self._mailbox or self._busy_since is not None) and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+            while self._mailbox or self._busy_since is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), remaining)
         self.state = ActorState.STOPPING
         dropped = len(self._mailbox)
         if dropped:
@@ -300,24 +333,22 @@ class Actor:
 
     # ---------------------------------------------------------------- mailbox
 
-    def _enqueuer(self, fn: HandlerFn) -> Callable[[Message, Meta], Awaitable[None]]:
-        async def enqueue(msg: Message, meta: Meta) -> None:
+    def _enqueuer(self, fn: HandlerFn) -> Callable[[Message, Meta], None]:
+        # Runs in the connection's read loop (Bus.subscribe_direct): quick, never blocks.
+        def enqueue(msg: Message, meta: Meta) -> None:
             if len(self._mailbox) >= self._capacity:
                 self.stats["dropped"] += 1
+                self.report_soon(meta.subject, f"mailbox full ({self._capacity}); {self._overflow} "
+                                 f"policy dropped a message ({self.stats['dropped']} dropped so far)",
+                                 kind="overflow")
                 if self._overflow == "drop_newest":
-                    await self._report_overflow(meta)
                     return
                 self._mailbox.popleft()
-                await self._report_overflow(meta)
             self._mailbox.append((fn, msg, meta))
             self.stats["msgs_in"] += 1
             self._wake.set()
 
         return enqueue
-
-    async def _report_overflow(self, meta: Meta) -> None:
-        await self.report(meta.subject, f"mailbox full ({self._capacity}); {self._overflow} policy dropped a "
-                          f"message ({self.stats['dropped']} dropped so far)", kind="overflow")
 
     async def _run(self) -> None:
         while True:
@@ -332,6 +363,9 @@ class Actor:
                 continue
             fn, msg, meta = self._mailbox.popleft()
             await self._call(fn, msg, meta)
+            # A handler that never awaits anything slow would otherwise keep the loop until its
+            # mailbox is empty, starving every other actor (and timers) of this process.
+            await asyncio.sleep(0)
 
     async def _call(self, fn: Callable[..., Awaitable[Any]], msg: Message | None, meta: Meta | None) -> None:
         self._busy_since = t0 = time.monotonic()
@@ -354,19 +388,18 @@ class Actor:
         finally:
             self._busy_since = None
             self._latencies.append(time.monotonic() - t0)
+            self._progress.set()
 
-    async def _on_bad(self, exc: BadInput, meta: Meta) -> None:
+    def _on_bad(self, exc: BadInput, meta: Meta) -> None:
         self.stats["rejected"] += 1
-        await self.report(meta.subject, exc.reason, stimulus_id=meta.stimulus_id)
+        self.report_soon(meta.subject, exc.reason, stimulus_id=meta.stimulus_id)
 
     # ---------------------------------------------------------------- ticks and heartbeats
 
     async def _ticker(self, attr: str, seconds: float) -> None:
         while True:
             await asyncio.sleep(seconds)
-            if self.state is ActorState.RUNNING or self.state is ActorState.SLEEPING:
-                self._tick_due[attr] = True
-                self._wake.set()
+            self._mark_due(attr)
 
     def heartbeat(self) -> Heartbeat:
         lat = sorted(self._latencies)
@@ -420,7 +453,7 @@ class Actor:
             self.done.set_exception(RestartRequested(f"operator asked {self.name!r} to restart"))
 
     async def _on_bad_ctl(self, exc: BadInput, meta: Meta) -> None:
-        await self._on_bad(exc, meta)
+        self._on_bad(exc, meta)
         await self.bus.respond(meta, CtlReply(actor=self.name, verb="?", ok=False, state=self.state.value,
                                               detail=exc.reason), source=self.name)
 

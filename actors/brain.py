@@ -18,6 +18,7 @@ from pathlib import Path
 
 import orjson
 import structlog
+import torch
 
 from actors.config import BrainConfig
 from actors.placement import ProcessChild
@@ -44,9 +45,10 @@ def select_actors(config: BrainConfig, only: list[str] | None, group: str) -> li
 async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[str] | None = None,
                     group: str = "main", log_json: bool = False) -> int:
     """Run a brain (or the `--only` part of one) until SIGINT/SIGTERM; returns the exit code."""
+    names = select_actors(config, only, group)  # a bad --only fails before anything is created
+    torch.set_num_threads(config.torch_threads)
     data_dir = Path(config.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    names = select_actors(config, only, group)
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     server: EmbeddedServer | None = None
     if url is None:
         server = EmbeddedServer(data_dir=data_dir / "nats", host=config.nats.host, port=config.nats.port,
@@ -72,7 +74,7 @@ async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[s
         try:
             await sup.run()
         except EscalationError as exc:
-            print(f"brainbus: {exc}", file=sys.stderr)
+            sys.stderr.write(f"brainbus: {exc}\n")
             return 1
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -41,14 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def connected(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--nats", metavar="URL", help="NATS URL (default: NATS_URL, then the runtime file here)")
+        p.add_argument("--nats", metavar="URL",
+                       help="NATS URL (default: NATS_URL, then the runtime file here)")
         p.add_argument("--namespace", metavar="NS", help="the brain's subject namespace (default: brain)")
         p.add_argument("--log-json", action="store_true", help="log JSON lines")
 
     run = sub.add_parser("run", help="run a brain (embedded NATS server unless --nats is given)")
     connected(run)
-    run.add_argument("--config", type=Path, default=None, help=f"brain config YAML (default: {DEFAULT_CONFIG.name})")
-    run.add_argument("--only", metavar="A,B", help="run only these actors (against an existing NATS, with --nats)")
+    run.add_argument("--config", type=Path, default=None,
+                     help=f"brain config YAML (default: {DEFAULT_CONFIG.name})")
+    run.add_argument("--only", metavar="A,B",
+                     help="run only these actors (against an existing NATS, with --nats)")
     run.add_argument("--group", default="main", help=argparse.SUPPRESS)
     run.add_argument("--data-dir", type=Path, help="where snapshots and the JetStream store live")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", type=Path, default=Path("schema"), help="output directory (default: ./schema)")
 
     be = sub.add_parser("bench", help="run a benchmark, print a table and write JSON")
-    be.add_argument("name", choices=["bus"])
+    be.add_argument("name", choices=["bus", "latency", "memory"])
     be.add_argument("--out", type=Path, help="JSON results file (default: bench-results/NAME.json)")
     be.add_argument("--quick", action="store_true", help="fewer messages (a smoke run)")
     be.add_argument("--log-json", action="store_true")

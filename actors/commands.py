@@ -16,7 +16,7 @@ from actors.config import load_config
 from bus import Bus, Heartbeat, Meta, codec
 from bus.errors import BadInput, BusError, DecodeError, NoRespondersError
 from bus.models import model_for_subject
-from bus.runtime import resolve_connection
+from bus.runtime import read_runtime, resolve_connection
 from bus.subjects import Subjects
 
 __all__ = ["dispatch", "render"]
@@ -75,8 +75,15 @@ async def _bus(args: argparse.Namespace, role: str) -> Bus:
     return bus
 
 
+def _namespace(args: argparse.Namespace) -> str:
+    """The namespace a command addresses, without needing a reachable brain (for local checks)."""
+    runtime = read_runtime()
+    return str(args.namespace or (runtime.namespace if runtime else "brain"))
+
+
 async def cmd_pub(args: argparse.Namespace) -> int:
-    url, ns = resolve_connection(args.nats, args.namespace)
+    # Bad arguments are rejected (exit 2) before looking for a brain to connect to.
+    ns = _namespace(args)
     subject = Subjects(ns).full(args.subject)
     data = _body(args)
     if not args.raw:
@@ -92,7 +99,7 @@ async def cmd_pub(args: argparse.Namespace) -> int:
 
 
 async def cmd_req(args: argparse.Namespace) -> int:
-    url, ns = resolve_connection(args.nats, args.namespace)
+    ns = _namespace(args)
     subject = Subjects(ns).full(args.subject)
     data = _body(args)
     _check(Subjects(ns), subject, data)
@@ -203,7 +210,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
     finally:
         await bus.close()
     if not latest:
-        raise BusError(f"no actor heartbeat within {args.wait:g} s on {bus.subjects.heartbeats} — is a brain running?")
+        raise BusError(f"no actor heartbeat within {args.wait:g} s on {bus.subjects.heartbeats} "
+                       "— is a brain running?")
     rows = sorted(latest.values(), key=lambda h: (h.group, h.actor))
     if args.json:
         print(orjson.dumps([h.model_dump(mode="json") for h in rows]).decode())
@@ -231,10 +239,10 @@ async def cmd_schema(args: argparse.Namespace) -> int:
 
 
 async def cmd_bench(args: argparse.Namespace) -> int:
-    from bench.bus import run_bus_bench
+    from bench import BENCHMARKS
 
     out = args.out or Path("bench-results") / f"{args.name}.json"
     started = time.monotonic()
-    await run_bus_bench(out, quick=args.quick)
+    await BENCHMARKS[args.name](out, quick=args.quick)
     print(f"({time.monotonic() - started:.0f} s; results in {out})")
     return 0

@@ -77,6 +77,9 @@ class BrainConfig(_Strict):
     namespace: Token = "brain"
     data_dir: str = ".brainbus"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    #: torch intra-op threads per brain process. The per-message tensors are small: one thread is
+    #: fastest, and several threads per process fight each other (and other processes) for cores.
+    torch_threads: Annotated[int, Field(ge=1, le=256)] = 1
     seed: int = 0
     nats: NatsConfig = NatsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
@@ -91,7 +94,8 @@ class BrainConfig(_Strict):
                 if actor not in self.actors:
                     raise ValueError(f"process group {group.name!r} names unknown actor {actor!r}")
                 if actor in seen:
-                    raise ValueError(f"actor {actor!r} is in process groups {seen[actor]!r} and {group.name!r}")
+                    raise ValueError(
+                        f"actor {actor!r} is in process groups {seen[actor]!r} and {group.name!r}")
                 seen[actor] = group.name
         return self
 

@@ -82,7 +82,8 @@ class ProcessChild:
         if code == 0:
             done.set_result(None)
         else:
-            done.set_exception(ActorError(f"process group {self.name!r} (pid {proc.pid}) exited with code {code}"))
+            done.set_exception(
+                ActorError(f"process group {self.name!r} (pid {proc.pid}) exited with code {code}"))
 
     def hung_for(self) -> float:
         """Seconds since the quietest actor of the group last heartbeated (0 while starting up)."""

@@ -22,6 +22,8 @@ BUILTIN_KINDS: dict[str, str] = {
     "motor": "regions.motor:Motor",
     "amygdala": "regions.amygdala:Amygdala",
     "hormones": "neuromod.actor:Hormones",
+    "hippocampus_shard": "memory.shard:HippocampusShard",
+    "hippocampus": "memory.hippocampus:Hippocampus",
 }
 
 

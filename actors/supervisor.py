@@ -16,7 +16,7 @@ import os
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 import structlog
@@ -25,10 +25,10 @@ from actors.actor import Actor, RestartRequested
 from actors.config import ActorConfig, BrainConfig
 from actors.registry import resolve_kind
 from bus import Bus
-from bus.errors import EscalationError
+from bus.errors import ActorError, EscalationError
 from bus.models import SysError
 
-__all__ = ["ActorChild", "Child", "Supervisor"]
+__all__ = ["ActorChild", "Child", "Supervisor", "SupervisorAware"]
 
 log = structlog.get_logger("actors.supervisor")
 
@@ -37,8 +37,11 @@ class Child(Protocol):
     """What the supervisor watches: an actor in this process, or a process group."""
 
     name: str
-    restart: str
     restarts: int
+
+    @property
+    def restart(self) -> str:
+        """permanent, transient or temporary."""
 
     @property
     def done(self) -> asyncio.Future[None]: ...
@@ -50,6 +53,14 @@ class Child(Protocol):
     def hung_for(self) -> float: ...
 
     def checkpoint(self) -> None: ...
+
+
+@runtime_checkable
+class SupervisorAware(Protocol):
+    """An actor that manages its siblings (the hippocampus grows shards): before each start of
+    such an actor, the supervisor of its process hands itself over. Other actors never see it."""
+
+    def attach_supervisor(self, supervisor: Supervisor) -> None: ...
 
 
 class ActorChild:
@@ -67,6 +78,8 @@ class ActorChild:
         self.options = self.cls.Options.model_validate(spec.options)
         self.saved = saved
         self.actor: Actor | None = None
+        #: Set by the Supervisor that owns this child; handed to SupervisorAware actors.
+        self.supervisor: Supervisor | None = None
 
     @property
     def done(self) -> asyncio.Future[None]:
@@ -80,12 +93,9 @@ class ActorChild:
             heartbeat_interval=self.config.supervisor.heartbeat_interval,
             group=self.config.group_of(self.name), restarts=self.restarts,
         )
-        if self.saved:
-            try:
-                self.actor.restore(self.saved)
-            except Exception as exc:  # a snapshot from an older version must not block start-up
-                log.warning("supervisor.restore_failed", actor=self.name, error=repr(exc))
-        await self.actor.start()
+        if self.supervisor is not None and isinstance(self.actor, SupervisorAware):
+            self.actor.attach_supervisor(self.supervisor)
+        await self.actor.start(self.saved)
 
     async def stop(self, grace: float) -> None:
         if self.actor is not None:
@@ -116,13 +126,20 @@ class Supervisor:
         self.config = config
         self.sup = config.supervisor
         self.children = children
+        for child in children:
+            if isinstance(child, ActorChild):
+                child.supervisor = self
+        # Children started by this run (stopped at the end): the config's and those added later.
+        self._started: list[Child] = []
+        self._running = False
         self._failures: deque[float] = deque()
         self._stop = asyncio.Event()
         self._last_checkpoint = time.monotonic()
         self.escalation: EscalationError | None = None
 
     @classmethod
-    def for_actors(cls, bus: Bus, config: BrainConfig, names: list[str], snapshot_dir: Path | None) -> Supervisor:
+    def for_actors(cls, bus: Bus, config: BrainConfig, names: list[str],
+                   snapshot_dir: Path | None) -> Supervisor:
         """A supervisor of the named actors of `config`, restoring their saved snapshots."""
         children: list[Child] = []
         for name in names:
@@ -136,21 +153,40 @@ class Supervisor:
     def request_stop(self) -> None:
         self._stop.set()
 
+    async def add_child(self, child: Child) -> None:
+        """Start a new child while the supervisor runs; from then on it is supervised like the others.
+
+        Raises:
+            ActorError: When the supervisor is not running (not started yet, or stopping).
+            ValueError: When a child of that name already exists.
+        """
+        if not self._running or self._stop.is_set():
+            raise ActorError(f"cannot add {child.name!r}: the supervisor is not running")
+        if any(c.name == child.name for c in self.children):
+            raise ValueError(f"a child named {child.name!r} already exists")
+        if isinstance(child, ActorChild):
+            child.supervisor = self
+        await child.start()
+        self.children.append(child)
+        self._started.append(child)
+        log.info("supervisor.child_added", actor=child.name)
+
     async def run(self) -> None:
         """Start every child and supervise until asked to stop; raises EscalationError on give-up."""
-        started: list[Child] = []
+        started = self._started
         try:
             for child in self.children:
                 await child.start()
                 started.append(child)
+            self._running = True
             log.info("supervisor.started", children=[c.name for c in self.children],
                      strategy=self.sup.strategy)
             stop_wait = asyncio.ensure_future(self._stop.wait())
             try:
                 while not self._stop.is_set():
                     watched = {c.done: c for c in self.children}
-                    done, _ = await asyncio.wait([*watched, stop_wait], timeout=0.25,
-                                                 return_when=asyncio.FIRST_COMPLETED)
+                    waiting: list[asyncio.Future[Any]] = [*watched, stop_wait]
+                    done, _ = await asyncio.wait(waiting, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
                     for fut in done:
                         if fut in watched:
                             await self._child_exited(watched[fut], _failure_of(fut))
@@ -158,7 +194,8 @@ class Supervisor:
                         hung = child.hung_for()
                         if hung > self.sup.hang_timeout and child in self.children:
                             await self._child_exited(child, TimeoutError(
-                                f"hung: no progress for {hung:.1f} s (hang_timeout {self.sup.hang_timeout:g} s)"))
+                                f"hung: no progress for {hung:.1f} s "
+                                f"(hang_timeout {self.sup.hang_timeout:g} s)"))
                     if time.monotonic() - self._last_checkpoint > self.sup.snapshot_interval:
                         self._checkpoint_all()
             finally:
@@ -172,6 +209,7 @@ class Supervisor:
                     kind="escalation"), source="supervisor")
             raise
         finally:
+            self._running = False
             await self._stop_all(started if self.escalation is None else self.children)
 
     async def _child_exited(self, child: Child, error: BaseException | None) -> None:
@@ -188,7 +226,12 @@ class Supervisor:
             while self._failures and now - self._failures[0] > self.sup.max_seconds:
                 self._failures.popleft()
             if len(self._failures) > self.sup.max_restarts:
+                # Stop the failed child now: a hung one must not hold up the shutdown for a grace period.
+                with contextlib.suppress(Exception):
+                    await child.stop(0)
                 raise EscalationError(child.name, _describe(error), len(self._failures), self.sup.max_seconds)
+        if operator:
+            child.checkpoint()  # a healthy actor restarted on request keeps its current state
         idx = self.children.index(child)
         if self.sup.strategy == "one_for_all":
             affected = list(self.children)
@@ -196,13 +239,18 @@ class Supervisor:
             affected = self.children[idx:]
         else:
             affected = [child]
-        log.warning("supervisor.restarting", actor=child.name, error=_describe(error), strategy=self.sup.strategy,
-                    affected=[c.name for c in affected], failures=len(self._failures))
+        log.warning("supervisor.restarting", actor=child.name, error=_describe(error),
+                    strategy=self.sup.strategy, affected=[c.name for c in affected],
+                    failures=len(self._failures))
         for other in reversed(affected):
             await other.stop(0 if other is child else self.sup.shutdown_grace)
         for other in affected:
             other.restarts += 1
-            await other.start()
+            try:
+                await other.start()
+            except Exception as exc:  # a child that cannot come back: shut down cleanly, naming it
+                raise EscalationError(other.name, f"restart failed: {_describe(exc)}", len(self._failures),
+                                      self.sup.max_seconds) from exc
 
     def _checkpoint_all(self) -> None:
         self._last_checkpoint = time.monotonic()

@@ -62,12 +62,8 @@ class Hormones(Actor):
         await self.publish(self.bus.subjects.neuromod_levels, NeuromodLevels(
             **levels, baseline=self.system.baselines(), frozen=self.system.frozen))
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"system": self.system.snapshot()}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.system.restore(state["system"])
-        self.system.frozen = self.options.frozen
+    # No snapshot on purpose: levels are transient physiology. A restarted hormone system starts
+    # at baseline, which is where the levels return within a few time constants anyway.
 
     def extra_stats(self) -> dict[str, Any]:
         return {"events": self.events, **{h: round(v, 4) for h, v in self.system.levels().items()}}

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from actors.actor import on
 from bus import Meta
 from bus.models import Bid, NeuromodEvent, RegionOutput
-from neuromod.dynamics import modulation
+from neuromod.dynamics import DEFAULT_PARAMS, modulation
 from regions.modulated import Modulated
 from regions.plasticity import OjaFeatureMap
 
@@ -25,6 +25,7 @@ __all__ = ["Cortex"]
 
 #: The modulated learning rate at baseline acetylcholine: the Oja rate is scaled relative to it.
 BASELINE_LR = modulation({}).learning_rate
+NE_REFERENCE = DEFAULT_PARAMS["norepinephrine"].baseline
 
 
 class CortexOptions(BaseModel):
@@ -36,7 +37,8 @@ class CortexOptions(BaseModel):
     lr: Annotated[float, Field(gt=0, le=1)] = 0.01
     base_salience: Annotated[float, Field(ge=0, le=10)] = 0.6
     novelty_gain: Annotated[float, Field(ge=0, le=10)] = 0.4
-    #: How strongly arousal (NE above its reference) raises salience.
+    #: How strongly arousal (NE relative to its baseline) scales salience, both ways: a drowsy
+    #: brain (low NE) lets weak percepts fall below the ignition threshold.
     arousal_gain: Annotated[float, Field(ge=0, le=10)] = 0.5
     source: str = "thalamus"
     seed: int = 0
@@ -70,10 +72,13 @@ class Cortex(Modulated):
         novelty = float(self.features.learn(x, lr_scale=self.mod.learning_rate / BASELINE_LR))
         self.seen += 1
         self.novelty_sum += novelty
-        gain = float(msg.data.get("gain", 1.0))
-        arousal = max(0.0, self.levels.get("norepinephrine", 0.4) - 0.4)
-        salience = gain * (self.options.base_salience + self.options.novelty_gain * novelty) * (
-            1.0 + self.options.arousal_gain * arousal)
+        # Habituation takes away the orienting response (the novelty bonus), not the percept
+        # itself: a repeated stimulus still reaches the workspace. Arousal (NE) scales everything.
+        habituation = float(msg.data.get("habituation", 1.0))
+        arousal = self.levels.get("norepinephrine", NE_REFERENCE) - NE_REFERENCE
+        o = self.options
+        salience = (o.base_salience + o.novelty_gain * novelty * habituation) * max(
+            0.0, 1.0 + o.arousal_gain * arousal)
         sid = msg.stimulus_id
         await self.publish(self.bus.subjects.gw_bid, Bid(
             source=self.name, kind="percept", salience=min(salience, 10.0), content=x, stimulus_id=sid,

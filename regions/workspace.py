@@ -33,6 +33,9 @@ class WorkspaceOptions(BaseModel):
     inhibition_of_return_s: Annotated[float, Field(ge=0, le=60)] = 2.0
     ior_similarity: Annotated[float, Field(ge=-1, le=1)] = 0.95
     ior_across_stimuli: bool = False
+    #: Bids that lost only for lack of capacity compete again in the next cycle while younger than
+    #: this; older ones are dropped (counted as `expired`). 0 = lose them at once.
+    carry_over_s: Annotated[float, Field(ge=0, le=10)] = 0.25
     #: `false` is the "workspace bypassed" ablation: every bid is broadcast at once, no competition.
     compete: bool = True
 
@@ -51,6 +54,8 @@ class GlobalWorkspace(Modulated):
             ior_across_stimuli=o.ior_across_stimuli)
         self.cycle_open = False
         self.opened_at = 0.0
+        self.arrived: dict[int, tuple[float, Bid]] = {}  # bid id -> arrival time and message
+        self.next_bid_id = 0
         self.broadcasts = 0
         self.verdicts: Counter[str] = Counter()
 
@@ -61,8 +66,14 @@ class GlobalWorkspace(Modulated):
             await self._broadcast(self.broadcasts, msg.source, msg.kind, msg.salience, msg.content,
                                   msg.stimulus_id, [], {"bypassed": True, **msg.detail})
             return
+        self._submit(msg, time.monotonic())
+
+    def _submit(self, msg: Bid, arrived: float) -> None:
+        self.next_bid_id += 1
+        self.arrived[self.next_bid_id] = (arrived, msg)
         self.ws.submit(competition.Bid(source=msg.source, kind=msg.kind, salience=msg.salience,
-                                       content=msg.content, stimulus_id=msg.stimulus_id, payload=msg.detail))
+                                       content=msg.content, stimulus_id=msg.stimulus_id, payload=msg.detail,
+                                       bid_id=str(self.next_bid_id)))
         if not self.cycle_open:
             self.cycle_open = True
             self.opened_at = time.monotonic()
@@ -72,12 +83,21 @@ class GlobalWorkspace(Modulated):
         self.cycle_open = False
         now = time.monotonic()
         decision = self.ws.compete(now, threshold_shift=self.mod.ignition_threshold_shift)
+        carried = []
         for outcome in (*decision.winners, *decision.losers):
-            self.verdicts[outcome.verdict.value] += 1
+            arrived, msg = self.arrived.pop(int(outcome.bid.bid_id or 0), (now, None))
+            verdict = outcome.verdict.value
+            if verdict == "capacity" and msg is not None and now - arrived < self.options.carry_over_s:
+                carried.append((msg, arrived))
+                continue  # not lost: it competes again next cycle
+            self.verdicts["expired" if verdict == "capacity" else verdict] += 1
+        if self.arrived:  # bids pushed out of a full pending buffer got no outcome: count them
+            self.verdicts["dropped"] += len(self.arrived)
+            self.arrived.clear()
         self.log.debug("workspace.cycle", **decision.to_log())
         beat = [{"source": o.bid.source, "kind": o.bid.kind, "stimulus_id": o.bid.stimulus_id,
                  "salience": round(o.effective_salience, 4), "verdict": o.verdict.value}
-                for o in decision.losers]
+                for o in decision.losers[:8]]
         window_ms = round((now - self.opened_at) * 1000, 3)
         for outcome in decision.winners:
             b = outcome.bid
@@ -86,6 +106,8 @@ class GlobalWorkspace(Modulated):
                                   b.stimulus_id, beat,
                                   {**dict(b.payload), "window_ms": window_ms, "threshold": decision.threshold,
                                    "reasons": list(decision.reasons)[:8]})
+        for msg, arrived in carried:
+            self._submit(msg, arrived)
 
     async def _broadcast(self, cycle: int, source: str, kind: str, salience: float, content: Any,
                          stimulus_id: str | None, beat: list[dict[str, Any]], detail: dict[str, Any]) -> None:

@@ -274,7 +274,8 @@ async def test_malformed_flood_never_kills_the_thalamus(bus: Bus, other_bus: Bus
             assert msg.region == "thalamus" and msg.kind == "percept"
             assert msg.vector is not None and msg.vector.shape == (DIM,)
             assert abs(float(np.linalg.norm(msg.vector)) - 1.0) < 1e-4
-        assert by_id["good-text-1"][0].data == {"modality": "text", "text": "a good red apple"}
+        assert by_id["good-text-1"][0].data | {"habituation": 1.0} == {
+            "modality": "text", "text": "a good red apple", "habituation": 1.0}
         unit = good_vec / np.linalg.norm(good_vec)
         np.testing.assert_allclose(by_id["good-vec-1"][0].vector, unit, rtol=1e-5, atol=1e-7)
         assert actor.perceived == 2 and actor.stats["rejected"] == sent

@@ -1,0 +1,224 @@
+"""`brainbus bench memory`: hippocampal recall through the bus vs faiss-cpu in-process.
+
+In one run, on the same random unit vectors (384-d):
+1. recall top-10 over 10^4, 10^5 and 10^6 episodes spread over 4 shard actors, every query going
+   through NATS (`memory.recall`: scatter to 4 shards, gather, merge), against faiss-cpu
+   `IndexFlatIP` searched in-process; recall@10 against faiss's exact answer; p50 latencies.
+   float16 storage is the default (half the memory); float32 rows show what the float16->float32
+   conversion inside the search costs.
+2. the bus overhead alone: the same scatter-gather over 4 empty shards.
+3. store throughput: episodes acknowledged per second through the bus by 4 shards that fsync
+   their log (group commit), with many stores in flight.
+4. bytes per episode held by the shards vs the raw float16 key (768 bytes), and process RSS.
+
+Honest note on filling: the recall rows bulk-load the shards by calling `VectorStore.add` on
+the shard actors in this process (no bus, no log): pushing 10^6 episodes through acknowledged
+stores would take minutes and measure the store path, which row 3 measures on its own. Every
+recall query does go through the bus. `--quick` stops at 10^5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import orjson
+
+from bus import Bus, EmbeddedServer
+from bus.models import MemStore
+from memory.episodes import Episode
+from memory.recall import recall, store
+from memory.shard import HippocampusShard, ShardOptions
+
+__all__ = ["run_memory_bench"]
+
+DIM = 384
+SHARDS = 4
+K = 10
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    out = np.empty((n, DIM), dtype=np.float32)
+    for s in range(0, n, 100_000):  # in blocks: a float64 temporary of 10^6 rows would be 3 GB
+        x = rng.standard_normal((min(100_000, n - s), DIM), dtype=np.float32)
+        out[s:s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+async def _start_shards(bus: Bus, tag: str, **opts: Any) -> list[HippocampusShard]:
+    shards = []
+    for i in range(SHARDS):
+        shard = HippocampusShard(f"{tag}-{i}", bus, ShardOptions(dim=DIM, **opts), heartbeat_interval=5.0)
+        await shard.start()
+        shards.append(shard)
+    await bus.flush()
+    return shards
+
+
+def _bulk_load(shards: list[HippocampusShard], vectors: np.ndarray) -> list[tuple[str, int]]:
+    """Round-robin the vectors into the shards' stores; returns (shard, episode id) per vector."""
+    where: list[tuple[str, int]] = [("", -1)] * len(vectors)
+    for si, shard in enumerate(shards):
+        rows = np.arange(si, len(vectors), SHARDS)
+        for s in range(0, len(rows), 50_000):
+            part = rows[s:s + 50_000]
+            ids = shard.store.add([Episode(-1, vectors[r], stimulus_id=f"v{r}") for r in part])
+            for r, eid in zip(part, ids, strict=True):
+                where[r] = (shard.name, int(eid))
+    return where
+
+
+async def _recall_row(url: str, ns: str, n: int, dtype: str, vectors: np.ndarray, queries: np.ndarray,
+                      exact: np.ndarray, faiss_ms: float) -> dict[str, Any]:
+    async with Bus(url, namespace=ns, name=f"bench-shards-{n}-{dtype}") as shard_bus, \
+            Bus(url, namespace=ns, name="bench-client") as client:
+        shards = await _start_shards(shard_bus, f"s{dtype[-2:]}", capacity=n // SHARDS + 1, dtype=dtype,
+                                     persist=False)
+        try:
+            where = await asyncio.to_thread(_bulk_load, shards, vectors)
+            index = {w: i for i, w in enumerate(where)}
+            await recall(client, queries[0], k=K, shards_expected=SHARDS, deadline=30)  # warm-up
+            lat, hits = [], 0
+            for qi, q in enumerate(queries):
+                t0 = time.perf_counter()
+                reply = await recall(client, q, k=K, shards_expected=SHARDS, deadline=30)
+                lat.append((time.perf_counter() - t0) * 1000)
+                assert not reply.partial, "a shard missed the 30 s deadline"
+                got = {index[(h.shard, h.episode_id)] for h in reply.hits}
+                hits += len(got & set(exact[qi].tolist()))
+            mem = sum(s.store.memory_bytes() for s in shards)
+            return {"episodes": n, "dtype": dtype, "bus_p50_ms": statistics.median(lat),
+                    "faiss_p50_ms": faiss_ms, "recall_at_10": hits / (K * len(queries)),
+                    "bytes_per_episode": mem / n, "rss_mb": _rss_mb(),
+                    "shard_last_recall_ms": [round(s._last_recall_ms, 2) for s in shards]}
+        finally:
+            for s in shards:
+                await s.stop(0)
+
+
+def _faiss(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, float]:
+    """Exact top-k and the p50 of single queries, with faiss's default threads and with one
+    (OpenMP spin-waiting next to torch threads can make the default slower): the faster counts."""
+    index = faiss.IndexFlatIP(DIM)
+    index.add(vectors)
+    default_threads = faiss.omp_get_max_threads()
+    p50s = []
+    for threads in (default_threads, 1):
+        faiss.omp_set_num_threads(threads)
+        lat = []
+        for q in queries:
+            t0 = time.perf_counter()
+            index.search(q[None, :], K)
+            lat.append((time.perf_counter() - t0) * 1000)
+        p50s.append(statistics.median(lat))
+    faiss.omp_set_num_threads(default_threads)
+    _, exact = index.search(queries, K)
+    return exact, min(p50s)
+
+
+async def _bus_overhead(url: str, ns: str, queries: np.ndarray) -> float:
+    async with Bus(url, namespace=ns, name="bench-empty") as shard_bus, \
+            Bus(url, namespace=ns, name="bench-client") as client:
+        shards = await _start_shards(shard_bus, "empty", capacity=16, persist=False)
+        try:
+            lat = []
+            for q in queries:
+                t0 = time.perf_counter()
+                await recall(client, q, k=K, shards_expected=SHARDS, deadline=5)
+                lat.append((time.perf_counter() - t0) * 1000)
+            return statistics.median(lat)
+        finally:
+            for s in shards:
+                await s.stop(0)
+
+
+async def _store_throughput(url: str, ns: str, n: int, *, fsync: bool = True,
+                            in_flight: int = 512) -> dict[str, Any]:
+    vectors = _unit(np.random.default_rng(9), n)
+    with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
+        async with Bus(url, namespace=ns, name="bench-store-shards") as shard_bus, \
+                Bus(url, namespace=ns, name="bench-store-client") as client:
+            shards = await _start_shards(shard_bus, "dur", capacity=n, data_dir=tmp, fsync=fsync)
+            try:
+                sem = asyncio.Semaphore(in_flight)
+
+                async def one(i: int) -> None:
+                    async with sem:
+                        await store(client, MemStore(key=vectors[i], stimulus_id=f"e{i}", action="act",
+                                                      reward=0.5), timeout=30)
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(one(i) for i in range(n)))
+                elapsed = time.perf_counter() - t0
+                commits = sum(s._counts["commits"] for s in shards)
+                stored = sum(len(s.store) for s in shards)
+            finally:
+                for s in shards:
+                    await s.stop(0)
+    return {"stores": n, "acked_per_s": n / elapsed, "fsync_batches": commits,
+            "mean_batch": stored / max(commits, 1), "in_flight": in_flight, "fsync": fsync}
+
+
+async def run_memory_bench(out: Path, *, quick: bool) -> dict[str, Any]:
+    """Run the memory benchmark, print a table, write JSON to ``out``; returns the results."""
+    sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
+    rng = np.random.default_rng(0)
+    results: dict[str, Any] = {"dim": DIM, "shards": SHARDS, "k": K, "cpus": os.cpu_count(), "rows": []}
+    async with EmbeddedServer() as server:
+        queries = _unit(rng, 30)
+        results["bus_overhead_p50_ms"] = await _bus_overhead(server.url, "benchmem", queries)
+        for n in sizes:
+            vectors = _unit(rng, n)
+            exact, faiss_ms = await asyncio.to_thread(_faiss, vectors, queries)
+            for dtype in ("float16", "float32") if n < 1_000_000 else ("float16",):
+                row = await _recall_row(server.url, "benchmem", n, dtype, vectors, queries, exact, faiss_ms)
+                results["rows"].append(row)
+            del vectors
+        n_store = 5_000 if quick else 20_000
+        results["store"] = await _store_throughput(server.url, "benchmem", n_store)
+        # The same without fsync: the ceiling of this process (client and 4 shards share one core).
+        results["store_no_fsync"] = await _store_throughput(server.url, "benchmem", n_store, fsync=False)
+    overhead = results["bus_overhead_p50_ms"]
+    print(f"memory bench: {DIM}-d, {SHARDS} shards, top-{K}; "
+          f"bus scatter-gather overhead p50 {overhead:.2f} ms")
+    header = (f"{'episodes':>10}{'dtype':>9}{'bus p50 ms':>12}{'faiss p50 ms':>14}{'target ms':>11}"
+              f"{'recall@10':>11}{'B/episode':>11}{'x raw f16':>10}{'RSS MB':>9}")
+    print(header)
+    print("-" * len(header))
+    for r in results["rows"]:
+        r["target_ms"] = 2 * r["faiss_p50_ms"] + overhead
+        print(f"{r['episodes']:>10,}{r['dtype']:>9}{r['bus_p50_ms']:>12.2f}{r['faiss_p50_ms']:>14.2f}"
+              f"{r['target_ms']:>11.2f}{r['recall_at_10']:>11.3f}{r['bytes_per_episode']:>11.0f}"
+              f"{r['bytes_per_episode'] / (DIM * 2):>10.2f}{r['rss_mb']:>9.0f}")
+    s = results["store"]
+    print(f"store: {s['acked_per_s']:,.0f} acknowledged episodes/s (fsync group commit, {s['in_flight']} in "
+          f"flight, mean {s['mean_batch']:.0f} episodes per fsync) — target >= 5,000/s")
+    c = results["store_no_fsync"]
+    print(f"store without fsync (ceiling of this one-process setup): {c['acked_per_s']:,.0f} /s")
+    data = orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    await asyncio.to_thread(_write, out, data)
+    return results

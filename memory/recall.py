@@ -1,0 +1,174 @@
+"""Client side of the hippocampus: `store` an episode, `recall` by scatter-gather, `ShardWatch`.
+
+Regions (and outside agents) use these instead of talking to shards one by one:
+
+    ack = (await store(bus, MemStore(key=v, stimulus_id="s1", action="left", reward=1.0)))[0]
+    reply = await recall(bus, v, k=5, shards_expected=watch.count or 1, deadline=0.2)
+    if reply.partial: ...   # a shard was slow or down: the answer is the best of those that replied
+
+Recall publishes one request on `NS.mem.recall`; every shard answers with its local top-k and
+the merge keeps the global top-k by score. A shard that misses the deadline degrades the answer
+(``partial=True``, ``shards_answered < shards_asked``) instead of blocking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bus import Bus, Meta, Subscription
+from bus.errors import BadInput, BusError, NoRespondersError
+from bus.models import Heartbeat, MemHit, MemRecall, MemRecallReply, MemStore, MemStoreAck
+
+__all__ = ["SHARD_KIND", "ShardWatch", "StoreFailed", "merge_hits", "recall", "store"]
+
+SHARD_KIND = "hippocampus_shard"
+
+
+class StoreFailed(BusError):
+    """A store was not acknowledged (rejected, or too few replicas answered in time)."""
+
+
+def merge_hits(replies: Iterable[MemRecallReply], k: int, *, dedupe: bool = False) -> list[MemHit]:
+    """The global top-k of several shards' local top-k lists (best first).
+
+    With ``dedupe`` (mirrored shards hold copies), hits with the same stimulus, action, reward
+    and score are one episode.
+    """
+    hits = sorted((h for r in replies for h in r.hits), key=lambda h: (-h.score, h.shard, h.episode_id))
+    if not dedupe:
+        return hits[:k]
+    seen: set[tuple[Any, ...]] = set()
+    out: list[MemHit] = []
+    for h in hits:
+        key = (h.stimulus_id, h.action, h.reward, round(h.score, 5))
+        if key not in seen:
+            seen.add(key)
+            out.append(h)
+            if len(out) == k:
+                break
+    return out
+
+
+async def recall(
+    bus: Bus,
+    query: npt.ArrayLike,
+    k: int = 10,
+    *,
+    shards_expected: int,
+    deadline: float = 0.5,
+    mirrored: bool = False,
+    stimulus_id: str | None = None,
+) -> MemRecallReply:
+    """Top-k episodes most similar to ``query`` over all shards, within ``deadline`` seconds.
+
+    Args:
+        shards_expected: Shards that should answer (a `ShardWatch` knows); the gather returns
+            as soon as that many replied. In ``mirrored`` mode any one replica is a full answer.
+        deadline: Seconds to wait for shards; late shards make the answer partial.
+
+    Raises:
+        BadInput: The shards rejected the query (wrong dimension, zero vector), or ``k`` is bad.
+    """
+    if not 1 <= k <= 1000:
+        raise BadInput(f"k must be in 1..1000, got {k}")
+    if shards_expected < 1:
+        raise BadInput(f"shards_expected must be >= 1, got {shards_expected}")
+    request = MemRecall(query=np.asarray(query, dtype=np.float32), k=k)
+    want = 1 if mirrored else shards_expected
+    replies = await bus.gather("mem.recall", request, MemRecallReply, expect=want, timeout=deadline,
+                               stimulus_id=stimulus_id)
+    good = [r for r, _ in replies if r.error is None]
+    errors = [r.error for r, _ in replies if r.error is not None]
+    if errors and not good:
+        raise BadInput(f"recall rejected: {errors[0]}")
+    return MemRecallReply(hits=merge_hits(good, k, dedupe=mirrored), shards_asked=shards_expected,
+                          shards_answered=len(good), partial=len(good) < want)
+
+
+async def store(bus: Bus, episode: MemStore, *, replicas: int = 1, timeout: float = 2.0,  # noqa: ASYNC109
+                stimulus_id: str | None = None) -> list[MemStoreAck]:
+    """Store one episode and wait until ``replicas`` shards acknowledged it as durable.
+
+    ``replicas=1`` for independent shards (NATS hands the store to exactly one); the number of
+    mirrors for mirrored shards. A moment with no open shard (one sealing while another opens)
+    is retried until ``timeout``.
+
+    Raises:
+        StoreFailed: A shard rejected the episode, or fewer than ``replicas`` acked in time.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        try:
+            if replicas == 1:
+                acks = [await bus.request("mem.store", episode, MemStoreAck, timeout=max(left, 0.01),
+                                          stimulus_id=stimulus_id)]
+            else:
+                got = await bus.gather("mem.store", episode, MemStoreAck, expect=replicas,
+                                       timeout=max(left, 0.01), stimulus_id=stimulus_id)
+                acks = [a for a, _ in got]
+        except NoRespondersError:
+            if time.monotonic() + 0.05 >= end:
+                raise StoreFailed("no hippocampus shard is taking stores") from None
+            await asyncio.sleep(0.05)
+            continue
+        except BusError as exc:
+            raise StoreFailed(f"store not acknowledged: {exc}") from None
+        failed = [a.error for a in acks if not a.ok]
+        if failed:
+            raise StoreFailed(f"store rejected: {failed[0]}")
+        if len(acks) < replicas:
+            raise StoreFailed(f"only {len(acks)} of {replicas} replicas acknowledged within {timeout:g} s")
+        return acks
+
+
+class ShardWatch:
+    """Live hippocampus shards, from their heartbeats (who is there, how full, open for stores).
+
+    Either `start()` it (it subscribes to heartbeats itself) or feed it with `update()` from an
+    actor's own heartbeat handler.
+    """
+
+    def __init__(self, bus: Bus, *, stale_after: float = 3.0, kind: str = SHARD_KIND) -> None:
+        self.bus = bus
+        self.stale_after = stale_after
+        self.kind = kind
+        self._seen: dict[str, tuple[float, Heartbeat]] = {}
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        async def beat(msg: Heartbeat, meta: Meta) -> None:
+            self.update(msg)
+
+        self._sub = await self.bus.subscribe("sys.heartbeat.*", beat, model=Heartbeat)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.stop()
+            self._sub = None
+
+    def update(self, hb: Heartbeat) -> None:
+        if hb.kind == self.kind:
+            self._seen[hb.actor] = (time.monotonic(), hb)
+
+    def live(self) -> dict[str, Heartbeat]:
+        """Shards heard from within ``stale_after`` seconds, by name."""
+        cutoff = time.monotonic() - self.stale_after
+        return {name: hb for name, (t, hb) in self._seen.items() if t >= cutoff}
+
+    @property
+    def count(self) -> int:
+        return len(self.live())
+
+    def fills(self) -> dict[str, float]:
+        """Fill fraction (episodes / capacity) of each live shard."""
+        return {name: float(hb.stats.get("fill", 0.0)) for name, hb in self.live().items()}
+
+    def names(self) -> Sequence[str]:
+        return sorted(self.live())
