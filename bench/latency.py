@@ -6,8 +6,7 @@ Measured in one run, against references from the same run:
    the reference is one raw nats-py hop (request/reply p50 / 2) times the 7 hops of the path
    (stimulus → thalamus → cortex → workspace → prefrontal → basal ganglia → motor → agent);
 2. sustained: an open-loop stream at a fixed rate; every stimulus is either answered or found in
-   a counter (mailbox drops, rejections, workspace losers, withheld by the motor gate, gated in
-   sleep) — what is neither is "uncounted" and must be zero;
+   a counter (mailbox drops, rejections, workspace losers, gated in sleep) — what is neither is "uncounted" and must be zero;
 3. text through MiniLM: the brain's sustained text rate vs the encoder's own batched throughput
    measured in this process just before (skipped with --quick).
 The brain runs as a separate process (`brainbus run`), reached only over the bus.
@@ -113,7 +112,6 @@ def _counted_losses(beats: dict[str, dict[str, Any]]) -> dict[str, int]:
         "mailbox_dropped": sum(int(b.get("dropped", 0)) for b in beats.values()),
         "rejected": sum(int(b.get("rejected", 0)) for b in beats.values()),
         "workspace_lost": sum(int(v) for k, v in verdicts.items() if k != "won"),
-        "motor_withheld": int(beats.get("motor", {}).get("stats", {}).get("withheld", 0)),
         "gated": int(beats.get("thalamus", {}).get("stats", {}).get("gated", 0)),
     }
 

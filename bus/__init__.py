@@ -38,6 +38,7 @@ from bus.models import (
     Vector,
     VectorStimulus,
 )
+from bus.sdk import BrainClient, connect
 from bus.server import EmbeddedServer
 from bus.subjects import Subjects
 
@@ -46,6 +47,7 @@ __all__ = [
     "ActorError",
     "BadInput",
     "Bid",
+    "BrainClient",
     "BrainbusError",
     "Broadcast",
     "Bus",
@@ -80,6 +82,7 @@ __all__ = [
     "TextStimulus",
     "Vector",
     "VectorStimulus",
+    "connect",
     "decode",
     "encode",
     "to_json",

@@ -1,12 +1,15 @@
 """Motor cortex with the supplementary motor area: the last gate before an action leaves the brain.
 
-A choice passes when its confidence (relative to chance) clears an adaptive threshold that
-serotonin raises (patience) and dopamine lowers (vigour); a brain that has held back for a while
-lowers it (no starvation). Actions go out on `NS.motor.action` naming the stimulus they answer.
+A choice goes at once when its confidence (relative to chance) clears a threshold that serotonin
+raises (patience) and dopamine lowers (vigour). A choice below it is held back: it goes out after
+a delay that grows with the shortfall (up to `max_hold_s`), marked `held`, unless the gate is
+starved (see regions.motor_gate). So the threshold shapes reaction time, and no stimulus is left
+unanswered. Actions go out on `NS.motor.action` naming the stimulus they answer.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +33,8 @@ class MotorOptions(BaseModel):
     adapt_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     target_rate: Annotated[float, Field(ge=0, le=1)] = 0.95
     max_nogo: Annotated[int, Field(ge=1, le=1000)] = 3
+    #: Longest wait of a choice that is far below the threshold.
+    max_hold_s: Annotated[float, Field(ge=0, le=10)] = 0.2
     choice_source: str = "basal_ganglia"
 
 
@@ -44,7 +49,8 @@ class Motor(Modulated):
         self.gate = MotorGate(base=o.base_threshold, target_rate=o.target_rate, adapt_rate=o.adapt_rate,
                               max_nogo=o.max_nogo)
         self.acted = 0
-        self.withheld = 0
+        self.held: dict[str, tuple[float, MotorAction]] = {}  # stimulus id -> (due time, action)
+        self.held_total = 0
         self.out_subject = self.bus.subjects.region_out(self.name)
 
     @on("region.*.out")
@@ -56,18 +62,28 @@ class Motor(Modulated):
             return
         decision = self.gate.decide(confidence, n_actions=msg.data.get("n_actions"),
                                     shift=self.mod.motor_threshold_shift)
+        out = MotorAction(action=action, stimulus_id=msg.stimulus_id, confidence=min(1.0, max(0.0, confidence)),
+                          source=self.name, threshold=round(decision.threshold, 4), held=not decision.go)
         if decision.go:
-            self.acted += 1
-            await self.publish(self.bus.subjects.motor_action, MotorAction(
-                action=action, stimulus_id=msg.stimulus_id, confidence=min(1.0, max(0.0, confidence)),
-                source=self.name, forced=decision.forced, threshold=round(decision.threshold, 4)),
-                stimulus_id=msg.stimulus_id)
-        else:
-            self.withheld += 1
-            await self.publish(self.out_subject, RegionOutput(
-                region=self.name, kind="withheld", stimulus_id=msg.stimulus_id,
-                data={"action": action, "confidence": confidence, "threshold": decision.threshold}),
-                stimulus_id=msg.stimulus_id)
+            await self._act(out)
+            return
+        shortfall = (decision.threshold - decision.confidence) / max(decision.threshold, 1e-6)
+        delay = self.options.max_hold_s * min(1.0, max(0.0, shortfall))
+        self.held[msg.stimulus_id] = (time.monotonic() + delay, out)
+        self.held_total += 1
+        self.call_later(delay, "release")
+
+    async def release(self) -> None:
+        """Send the held actions whose wait is over."""
+        now = time.monotonic()
+        for sid, (due, out) in list(self.held.items()):
+            if due <= now:
+                del self.held[sid]
+                await self._act(out)
+
+    async def _act(self, out: MotorAction) -> None:
+        self.acted += 1
+        await self.publish(self.bus.subjects.motor_action, out, stimulus_id=out.stimulus_id)
 
     def snapshot(self) -> dict[str, Any]:
         return {"gate": self.gate.snapshot()}
@@ -76,5 +92,5 @@ class Motor(Modulated):
         self.gate.restore(state["gate"])
 
     def extra_stats(self) -> dict[str, Any]:
-        return {"acted": self.acted, "withheld": self.withheld,
+        return {"acted": self.acted, "held": self.held_total, "holding": len(self.held),
                 "threshold": round(self.gate.threshold(self.mod.motor_threshold_shift), 4)}
