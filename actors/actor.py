@@ -123,7 +123,7 @@ class Actor:
     kind: ClassVar[str] = "actor"
     Options: ClassVar[type[BaseModel]] = NoOptions
     #: Handlers that may run at once (1 = strictly one at a time, the default).
-    concurrency: ClassVar[int] = 1
+    concurrency: int = 1
     _handlers: ClassVar[tuple[_HandlerSpec, ...]] = ()
     _ticks: ClassVar[tuple[tuple[str, float], ...]] = ()
 
@@ -156,11 +156,14 @@ class Actor:
         heartbeat_interval: float = 1.0,
         group: str = "main",
         restarts: int = 0,
+        device: str = "cpu",
     ) -> None:
         self.name = name
         self.bus = bus
         self.options: Any = options if options is not None else self.Options()
         self.group = group
+        #: The brain's torch device (`cpu`, `cuda`, `cuda:N`), resolved from the config's `device`.
+        self.device = device
         self.restarts = restarts
         self.heartbeat_interval = heartbeat_interval
         self.state = ActorState.NEW

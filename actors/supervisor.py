@@ -23,6 +23,7 @@ import structlog
 
 from actors.actor import Actor, RestartRequested
 from actors.config import ActorConfig, BrainConfig
+from actors.device import resolve_device
 from actors.registry import resolve_kind
 from bus import Bus
 from bus.errors import ActorError, EscalationError
@@ -75,6 +76,7 @@ class ActorChild:
         self.bus = bus
         self.config = config
         self.cls = resolve_kind(spec.kind)
+        self.device = resolve_device(config.device)
         self.options = self.cls.Options.model_validate(spec.options)
         self.saved = saved
         self.actor: Actor | None = None
@@ -91,7 +93,7 @@ class ActorChild:
             self.name, self.bus, self.options,
             mailbox_capacity=self.spec.mailbox.capacity, overflow=self.spec.mailbox.overflow,
             heartbeat_interval=self.config.supervisor.heartbeat_interval,
-            group=self.config.group_of(self.name), restarts=self.restarts,
+            group=self.config.group_of(self.name), restarts=self.restarts, device=self.device,
         )
         if self.supervisor is not None and isinstance(self.actor, SupervisorAware):
             self.actor.attach_supervisor(self.supervisor)

@@ -6,7 +6,8 @@ Measured in one run, against references from the same run:
    the reference is one raw nats-py hop (request/reply p50 / 2) times the 7 hops of the path
    (stimulus → thalamus → cortex → workspace → prefrontal → basal ganglia → motor → agent);
 2. sustained: an open-loop stream at a fixed rate; every stimulus is either answered or found in
-   a counter (mailbox drops, rejections, workspace losers, gated in sleep) — what is neither is "uncounted" and must be zero;
+   a counter (mailbox drops, rejections, workspace losers, gated in sleep) — what is neither
+   is "uncounted" and must be zero;
 3. text through MiniLM: the brain's sustained text rate vs the encoder's own batched throughput
    measured in this process just before (skipped with --quick).
 The brain runs as a separate process (`brainbus run`), reached only over the bus.
@@ -15,6 +16,7 @@ The brain runs as a separate process (`brainbus run`), reached only over the bus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -42,7 +44,8 @@ class BrainProcess:
     def __init__(self, url: str, namespace: str, config: Path) -> None:
         self.dir = tempfile.mkdtemp(prefix="brainbus-bench-")
         self.args = [sys.executable, "-m", "actors.cli", "run", "--nats", url, "--namespace", namespace,
-                     "--config", str(config), "--data-dir", self.dir, "--log-level", os.environ.get("BENCH_BRAIN_LOG", "warning")]
+                     "--config", str(config), "--data-dir", self.dir,
+                     "--log-level", os.environ.get("BENCH_BRAIN_LOG", "warning")]
         self.proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> BrainProcess:
@@ -148,10 +151,10 @@ async def _closed_loop(nc: Any, ns: str, n: int, rng: np.random.Generator) -> di
             msg = await sub_b.next_msg(timeout=0.2)
         except Exception:
             break
-        sid = (msg.headers or {}).get("Bb-Sid")
+        bsid: str | None = (msg.headers or {}).get("Bb-Sid")
         detail = _broadcast_detail(msg)
-        if sid and "window_ms" in detail:
-            windows[sid] = float(detail["window_ms"]) / 1000
+        if bsid and "window_ms" in detail:
+            windows[bsid] = float(detail["window_ms"]) / 1000
     await sub_a.unsubscribe()
     await sub_b.unsubscribe()
     for i, t in enumerate(full):
@@ -260,18 +263,20 @@ async def _text_throughput(url: str, nc: Any) -> dict[str, Any]:
         await nc.flush()
         await asyncio.sleep(0.2)
         answered: set[str] = set()
+        all_in = asyncio.Event()
 
         async def on_action(msg: Any) -> None:
             answered.add(orjson.loads(msg.data)["stimulus_id"])
+            if len(answered) == len(words):
+                all_in.set()
 
         sub = await nc.subscribe(f"{ns}.motor.action", cb=on_action)
         t0 = time.perf_counter()
         for i, w in enumerate(words):
             await nc.publish(f"{ns}.stim.text", orjson.dumps({"text": w, "id": f"w{i}"}))
         await nc.flush()
-        deadline = time.monotonic() + 60
-        while len(answered) < len(words) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_in.wait(), 60)
         brain_rate = len(answered) / (time.perf_counter() - t0)
         await sub.unsubscribe()
     return {"texts": len(words), "encoder_batched_rate": encoder_rate, "brain_rate": brain_rate,

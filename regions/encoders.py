@@ -30,6 +30,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from actors.device import resolve_device as _resolve_device
+from bus.errors import ConfigError
+
 __all__ = [
     "BatcherClosedError",
     "BatcherStats",
@@ -64,26 +67,11 @@ class Encoder(Protocol):
 
 
 def resolve_device(device: str) -> str:
-    """Map a device request to a concrete torch device string.
-
-    Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available, else CPU).
-
-    Returns:
-        The concrete device string.
-
-    Raises:
-        ValueError: For an unknown device name, or CUDA requested where none is available.
-    """
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        return device
-    raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    """`actors.device.resolve_device`, as a ValueError for callers outside a brain."""
+    try:
+        return _resolve_device(device)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class HashingEncoder:

@@ -33,7 +33,8 @@ class ThalamusOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dim: Annotated[int, Field(ge=8, le=8192)] = 384
     encoder: Literal["hashing", "minilm"] = "hashing"
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    #: None = the brain's `device` (config top level).
+    device: Literal["cpu", "cuda", "auto"] | None = None
     #: Stimuli encoded at once by MiniLM (the batch grows while the previous one runs).
     max_batch: Annotated[int, Field(ge=1, le=1024)] = 64
     habituation_rate: Annotated[float, Field(ge=0, le=1)] = 0.3
@@ -52,7 +53,7 @@ class Thalamus(Actor):
         if o.encoder == "minilm":
             if o.dim != 384:
                 raise BadInput(f"the MiniLM encoder makes 384-d vectors; thalamus dim is {o.dim}")
-            minilm = MiniLMEncoder(device=o.device)
+            minilm = MiniLMEncoder(device=o.device or self.device)
             await asyncio.to_thread(minilm.load)  # ~6 s on a CPU: off the event loop
             self.batcher = MicroBatcher(minilm, max_batch=o.max_batch)
             # Handlers wait for their batch concurrently; otherwise each batch would hold one text.

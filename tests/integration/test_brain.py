@@ -129,7 +129,7 @@ async def test_reward_surprise_moves_dopamine_and_it_returns(brain: Supervisor, 
     await bus.publish("stim.text", TextStimulus(text="lottery", id="r-1"))
     await eventually(lambda: actions.items, within=5, what="an action")
     await bus.publish("feedback.reward", Reward(value=1.0, stimulus_id="r-1"))
-    await eventually(lambda: levels.where(lambda l: l.dopamine > l.baseline["dopamine"] + 0.05), within=3,
+    await eventually(lambda: levels.where(lambda lv: lv.dopamine > lv.baseline["dopamine"] + 0.05), within=3,
                      what="a dopamine burst")
     assert levels.items[-1][0].frozen is False
 
