@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/brainbus run
+	$(VENV)/bin/brainbus run --tui
 
 test: $(STAMP)
 	$(PY) -m pytest -m 'not soak'

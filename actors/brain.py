@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -43,8 +44,12 @@ def select_actors(config: BrainConfig, only: list[str] | None, group: str) -> li
 
 
 async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[str] | None = None,
-                    group: str = "main", log_json: bool = False) -> int:
-    """Run a brain (or the `--only` part of one) until SIGINT/SIGTERM; returns the exit code."""
+                    group: str = "main", log_json: bool = False,
+                    attach: Callable[[str, str], Awaitable[None]] | None = None) -> int:
+    """Run a brain (or the `--only` part of one) until SIGINT/SIGTERM; returns the exit code.
+
+    `attach(url, namespace)` runs beside the brain once it is up; the brain stops when it returns.
+    """
     names = select_actors(config, only, group)  # a bad --only fails before anything is created
     torch.set_num_threads(config.torch_threads)
     data_dir = Path(config.data_dir)
@@ -71,12 +76,20 @@ async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[s
             write_runtime(Runtime(url=url, namespace=config.namespace, pid=os.getpid(), started=time.time()))
         log.info("brain.running", url=url, namespace=config.namespace, group=group, actors=names,
                  groups=[g.name for g in config.processes] if only is None else [])
+        companion: asyncio.Task[None] | None = None
+        if attach is not None:
+            # E.g. the TUI of `brainbus run --tui`: when it ends, the brain stops with it.
+            companion = asyncio.ensure_future(attach(url, config.namespace))
+            companion.add_done_callback(lambda _: sup.request_stop())
         try:
             await sup.run()
         except EscalationError as exc:
             sys.stderr.write(f"brainbus: {exc}\n")
             return 1
         finally:
+            if companion is not None and not companion.done():
+                companion.cancel()
+                await asyncio.gather(companion, return_exceptions=True)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             if group == "main":

@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from actors.logs import configure_logging
+from tui import cli as tui_cli
 from bus.errors import BadInput, BrainbusError
 
 __all__ = ["main"]
 
+BENCHMARK_NAMES = ("bus", "latency", "memory", "cognition")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--group", default="main", help=argparse.SUPPRESS)
     run.add_argument("--data-dir", type=Path, help="where snapshots and the JetStream store live")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--tui", action="store_true",
+                     help="watch it in the terminal UI; quitting the UI stops the brain (logs go to .brainbus/)")
 
     pub = sub.add_parser("pub", help="publish a message (JSON or text) on a subject")
     connected(pub)
@@ -81,11 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--wait", type=_positive, default=1.5, help="seconds to listen for heartbeats")
     st.add_argument("--json", action="store_true")
 
+    tui_cli.add_parser(sub)
+
     sc = sub.add_parser("schema", help="write the JSON Schema of every message and an AsyncAPI document")
     sc.add_argument("--out", type=Path, default=Path("schema"), help="output directory (default: ./schema)")
 
     be = sub.add_parser("bench", help="run a benchmark, print a table and write JSON")
-    be.add_argument("name", choices=["bus", "latency", "memory"])
+    be.add_argument("name", choices=sorted(BENCHMARK_NAMES))
     be.add_argument("--out", type=Path, help="JSON results file (default: bench-results/NAME.json)")
     be.add_argument("--quick", action="store_true", help="fewer messages (a smoke run)")
     be.add_argument("--log-json", action="store_true")

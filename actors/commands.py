@@ -13,6 +13,7 @@ import orjson
 
 from actors.brain import run_brain
 from actors.config import load_config
+from tui import cli as tui_cli
 from bus import Bus, Heartbeat, Meta, codec
 from bus.errors import BadInput, BusError, DecodeError, NoRespondersError
 from bus.models import model_for_subject
@@ -23,7 +24,7 @@ __all__ = ["dispatch", "render"]
 
 
 async def dispatch(args: argparse.Namespace) -> int:
-    handlers = {"run": cmd_run, "pub": cmd_pub, "sub": cmd_sub, "req": cmd_req, "status": cmd_status,
+    handlers = {"tui": tui_cli.run, "run": cmd_run, "pub": cmd_pub, "sub": cmd_sub, "req": cmd_req, "status": cmd_status,
                 "schema": cmd_schema, "bench": cmd_bench}
     return await handlers[args.command](args)
 
@@ -47,7 +48,16 @@ async def cmd_run(args: argparse.Namespace) -> int:
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     if only is not None and not only:
         raise BadInput("--only needs at least one actor name")
-    return await run_brain(config, url=url, only=only, group=args.group, log_json=args.log_json)
+    attach = None
+    if args.tui:
+        tui_cli.log_to_file(Path(config.data_dir) / "brain.log")
+
+        async def attach(url: str, namespace: str) -> None:
+            from tui.app import BrainApp
+
+            await BrainApp(url, namespace).run_async()
+
+    return await run_brain(config, url=url, only=only, group=args.group, log_json=args.log_json, attach=attach)
 
 
 # ---------------------------------------------------------------- pub / req
