@@ -197,7 +197,16 @@ def format_validation_error(exc: ValidationError, data: bytes = b"") -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def _decode_with_vectors(model: type[Message], data: bytes, spec: str, subject: str) -> dict[str, Any]:
+_VecSpec = tuple[tuple[tuple[str, "np.dtype[Any]", int], ...], int]
+_spec_cache: dict[tuple[type[Message], str], _VecSpec] = {}
+
+
+def _vector_spec(model: type[Message], spec: str, subject: str) -> _VecSpec:
+    """Parse a `Bb-Vec` header (cached: a brain sends the same few specs over and over)."""
+    key = (model, spec)
+    parsed = _spec_cache.get(key)
+    if parsed is not None:
+        return parsed
     fields = []
     total = 0
     try:
@@ -210,6 +219,14 @@ def _decode_with_vectors(model: type[Message], data: bytes, spec: str, subject: 
             total += dtype.itemsize * n
     except (ValueError, KeyError):
         raise DecodeError(f"header {H_VEC} {spec!r} is malformed", subject=subject) from None
+    parsed = (tuple(fields), total)
+    if len(_spec_cache) < 1024:
+        _spec_cache[key] = parsed
+    return parsed
+
+
+def _decode_with_vectors(model: type[Message], data: bytes, spec: str, subject: str) -> dict[str, Any]:
+    fields, total = _vector_spec(model, spec, subject)
     if total > len(data):
         raise DecodeError(f"body of {len(data)} bytes is shorter than {H_VEC} needs ({total})",
                           subject=subject)

@@ -7,6 +7,7 @@ Vectors are `Vector` fields: JSON arrays from outside, raw float32 bytes inside 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
@@ -57,6 +58,12 @@ MAX_TEXT = 10_000
 
 def _to_vector(value: Any) -> np.ndarray:
     """Validate a vector: a 1-D array of finite numbers (list from JSON, ndarray from binary)."""
+    if type(value) is np.ndarray and value.dtype == np.float32 and value.ndim == 1 and 0 < value.size <= MAX_DIM:
+        # The hot path (binary vectors from the codec). A float64 sum of float32 values cannot
+        # overflow, and any NaN or Inf in it makes the sum non-finite: one reduction checks all.
+        if not math.isfinite(value.sum(dtype=np.float64)):
+            raise ValueError("contains NaN or Inf")
+        return value
     if isinstance(value, np.ndarray):
         arr = value
     elif isinstance(value, list | tuple):
