@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.bus import run_bus_bench
+from bench.cognition import run_cognition_bench
 from bench.latency import run_latency_bench
 from bench.memory import run_memory_bench
 
@@ -13,6 +14,7 @@ __all__ = ["BENCHMARKS"]
 
 BENCHMARKS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "bus": run_bus_bench,
+    "cognition": run_cognition_bench,
     "latency": run_latency_bench,
     "memory": run_memory_bench,
 }

@@ -3,14 +3,24 @@
 One actor kind serves the language area (modality `text`) and the visual/vector area (other
 modalities); the config says which modalities each instance takes. Features are learned online
 with Sanger's rule (local Hebbian plasticity, rate scaled by acetylcholine); how poorly they
-reconstruct a percept is its novelty. The bid's salience rises with novelty and arousal (NE), and
-novelty is reported to the hormone system.
+reconstruct a percept is its novelty. The bid's salience rises with novelty and arousal (NE).
+
+Sensory adaptation: the cortex passes on what is different about a percept, not what every
+percept shares. It keeps a running mean of its input and subtracts most of it (`centering`)
+before bidding. Sentence-encoder vectors share a large common direction (words of different
+categories still have cosine ~0.3), and without this step a reward for one word moves the
+preferences for every word.
+
+Novelty events go to the hormone system only when a percept is more novel than usual (above the
+running mean novelty) and not habituated: a stream of ordinary stimuli must not hold arousal
+(NE) and learning rate (ACh) at their ceiling, or they could not respond to a real change.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.actor import on
@@ -34,6 +44,10 @@ class CortexOptions(BaseModel):
     dim: Annotated[int, Field(ge=8, le=8192)] = 384
     features: Annotated[int, Field(ge=1, le=1024)] = 64
     lr: Annotated[float, Field(gt=0, le=1)] = 0.01
+    #: Fraction of the running mean percept removed before bidding (0 = pass percepts unchanged).
+    centering: Annotated[float, Field(ge=0, le=1)] = 0.8
+    #: Rate of the running means (percept, novelty) per percept.
+    adaptation_rate: Annotated[float, Field(gt=0, le=1)] = 0.02
     base_salience: Annotated[float, Field(ge=0, le=10)] = 0.6
     novelty_gain: Annotated[float, Field(ge=0, le=10)] = 0.4
     #: How strongly arousal (NE relative to its baseline) scales salience, both ways: a drowsy
@@ -54,6 +68,9 @@ class Cortex(Modulated):
         self.features = OjaFeatureMap(o.dim, o.features, lr=o.lr, seed=o.seed)
         self.novelty_sum = 0.0
         self.seen = 0
+        self.mean = np.zeros(o.dim, dtype=np.float32)
+        self.usual_novelty: float | None = None
+        self.novelty_events = 0
         self.out_subject = self.bus.subjects.region_out(self.name)
 
     def takes(self, modality: str) -> bool:
@@ -80,22 +97,37 @@ class Cortex(Modulated):
             0.0, 1.0 + o.arousal_gain * arousal)
         sid = msg.stimulus_id
         await self.publish(self.bus.subjects.gw_bid, Bid(
-            source=self.name, kind="percept", salience=min(salience, 10.0), content=x, stimulus_id=sid,
-            detail={"novelty": round(novelty, 4), "modality": msg.data.get("modality"),
-                    "text": msg.data.get("text")}), stimulus_id=sid)
-        if novelty > 0.05:
+            source=self.name, kind="percept", salience=min(salience, 10.0), content=self._adapt(x),
+            stimulus_id=sid, detail={"novelty": round(novelty, 4), "modality": msg.data.get("modality"),
+                                     "text": msg.data.get("text")}), stimulus_id=sid)
+        usual = novelty if self.usual_novelty is None else self.usual_novelty
+        self.usual_novelty = usual + o.adaptation_rate * (novelty - usual)
+        surprise = 2.0 * max(0.0, novelty - usual) * habituation
+        if surprise > 0.1:
+            self.novelty_events += 1
             await self.publish(self.bus.subjects.neuromod_event, NeuromodEvent(
-                kind="novelty", value=min(novelty, 1.0), source=self.name, stimulus_id=sid), stimulus_id=sid)
+                kind="novelty", value=min(surprise, 1.0), source=self.name, stimulus_id=sid), stimulus_id=sid)
+
+    def _adapt(self, x: np.ndarray) -> np.ndarray:
+        """The percept minus most of the running mean, unit length; the mean then follows `x`."""
+        o = self.options
+        content = x - o.centering * self.mean
+        norm = float(np.linalg.norm(content))
+        self.mean += o.adaptation_rate * (x - self.mean)
+        return content / norm if norm > 1e-6 else x
 
     async def on_sleep(self) -> None:
         pruned = self.features.prune_dead()
         self.log.info("cortex.pruned", units=pruned)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"features": self.features.snapshot()}
+        return {"features": self.features.snapshot(), "mean": self.mean.tolist(), "usual_novelty": self.usual_novelty}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.features = OjaFeatureMap.restore(state["features"])
+        self.mean = np.asarray(state["mean"], dtype=np.float32)
+        self.usual_novelty = state.get("usual_novelty")
 
     def extra_stats(self) -> dict[str, float]:
-        return {"percepts": self.seen, "mean_novelty": round(self.novelty_sum / max(1, self.seen), 4)}
+        return {"percepts": self.seen, "mean_novelty": round(self.novelty_sum / max(1, self.seen), 4),
+                "novelty_events": self.novelty_events}
