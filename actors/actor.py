@@ -241,7 +241,8 @@ class Actor:
         asyncio.get_running_loop().call_later(delay, self._mark_due, tick)
 
     def _mark_due(self, tick: str) -> None:
-        if self.state in (ActorState.RUNNING, ActorState.SLEEPING):
+        # Recorded even while paused (it runs on resume): a one-off `call_later` must not be lost.
+        if self.state not in (ActorState.STOPPING, ActorState.STOPPED, ActorState.CRASHED):
             self._tick_due[tick] = True
             self._wake.set()
 
@@ -355,12 +356,13 @@ class Actor:
 
     async def _run(self) -> None:
         while True:
-            if self._tick_due and self.state is not ActorState.STOPPING:
+            working = self.state in (ActorState.RUNNING, ActorState.SLEEPING)
+            if self._tick_due and working:
                 attr = next(iter(self._tick_due))
                 del self._tick_due[attr]
                 await self._call(getattr(self, attr), None, None)
                 continue
-            if not self._mailbox or self.state in (ActorState.PAUSED, ActorState.STOPPING):
+            if not self._mailbox or not working:
                 self._wake.clear()
                 await self._wake.wait()
                 continue

@@ -34,6 +34,7 @@ __all__ = [
     "MemHit",
     "MemRecall",
     "MemRecallReply",
+    "MemReplay",
     "MemStore",
     "MemStoreAck",
     "Message",
@@ -62,7 +63,7 @@ def _to_vector(value: Any) -> np.ndarray:
         # The hot path (binary vectors from the codec). A float64 sum of float32 values cannot
         # overflow, and any NaN or Inf in it makes the sum non-finite: one reduction checks all.
         if not math.isfinite(value.sum(dtype=np.float64)):
-            raise ValueError("contains NaN or Inf")
+            raise ValueError("contains NaN or Inf (or a number too large for float32)")
         return value
     if isinstance(value, np.ndarray):
         arr = value
@@ -314,6 +315,9 @@ class MemRecall(Message):
 
     query: Vector
     k: Annotated[int, Field(ge=1, le=1000)] = 10
+    #: Also send each hit's key (the stored, normalized vector): what a recalled episode brings
+    #: back to the workspace. Off by default: keys cost ~8 bytes of JSON per dimension per hit.
+    with_keys: bool = False
 
 
 class MemHit(BaseModel):
@@ -326,6 +330,8 @@ class MemHit(BaseModel):
     reward: float | None = None
     salience: float | None = None
     time: float | None = None
+    #: The episode's key, only when the recall asked for them (`with_keys`).
+    key: list[float] | None = None
 
 
 @message("mem.recall_reply", "mem_recall_reply")
@@ -342,6 +348,20 @@ class MemRecallReply(Message):
     shard: str | None = None
     episodes: int | None = None
     error: str | None = None
+
+
+@message("mem.replay", "mem_replay")
+class MemReplay(Message):
+    """One episode replayed during sleep (DESIGN 6.10): shards publish a sample of their episodes,
+    the basal ganglia and the sensory cortex learn from them offline (consolidation)."""
+
+    key: Vector
+    action: ActionName | None = None
+    reward: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
+    salience: Annotated[float, Field(ge=0.0)] = 0.0
+    episode_id: Annotated[int, Field(ge=-1)] = -1
+    shard: str | None = None
+    stimulus_id: StimulusId | None = None
 
 
 @message("region.*.out", "region_output")

@@ -16,12 +16,14 @@ of 0.1 s give the same levels as one step of 1 s. Tonic parts are kept in [0, 1]
 Defaults (:data:`DEFAULT_PARAMS`): baseline / tau / tau_phasic = DA 0.5 / 30 s / 1 s,
 5-HT 0.5 / 60 s / 2 s, NE 0.4 / 20 s / 1.5 s, ACh 0.5 / 30 s / 1.5 s.
 
-Inputs (events) and their effect, with the default gains of :class:`HormoneGains`:
+Inputs (events) and their effect, with the default gains of :class:`HormoneGains`. Every impulse
+is scaled by the room left in its direction (``1 - level`` going up, ``level`` going down), so
+bursts of events approach the bounds without pinning a level there:
 
 ==================  ===========================================================================
 event               effect
 ==================  ===========================================================================
-reward(value, rpe)  DA phasic += 0.4 * rpe (burst for a positive, dip for a negative RPE);
+reward(value, rpe)  DA phasic += 0.8 * rpe * room (burst for a positive, dip for a negative RPE);
                     5-HT tonic moves 10 % of the way to ``H0 + 0.3 * value``: a running average
                     of reward, the serotonergic "patience" signal
 novelty(x)          NE phasic += 0.3 x (arousal), ACh phasic += 0.4 x (encode the new thing)
@@ -40,9 +42,9 @@ baseline every *shift* is zero:
 ========================  ==============  ========================================================
 signal                    from            mapping (defaults of :class:`ModulationConfig`)
 ========================  ==============  ========================================================
-inverse_temperature       NE              beta = 1 + (12 - 1) * NE. High NE = high gain = more
+inverse_temperature       NE              beta = 1 + (30 - 1) * NE. High NE = high gain = more
                                           exploitative softmax; low NE = exploration
-learning_rate             ACh             lr = 0.02 + (0.3 - 0.02) * ACh
+learning_rate             ACh             lr = 0.02 + (0.6 - 0.02) * ACh
 rpe_gain                  DA              2 * DA (1.0 at DA = 0.5): scales how strongly a reward
                                           prediction error changes the weights
 motor_threshold_shift     5-HT, DA        0.3 * (5-HT - ref) - 0.3 * (DA - ref): serotonin =
@@ -103,7 +105,7 @@ DEFAULT_PARAMS: dict[str, HormoneParams] = {
 class HormoneGains:
     """How strongly each input moves each hormone (see the module table)."""
 
-    da_rpe: float = 0.4
+    da_rpe: float = 0.8
     ser_reward_rate: float = 0.1
     ser_reward_gain: float = 0.3
     novelty_ne: float = 0.3
@@ -235,8 +237,14 @@ class HormoneSystem:
     # -- inputs --------------------------------------------------------------------------------
 
     def _kick(self, hormone: str, phasic: float = 0.0, tonic: float = 0.0) -> None:
-        self._phasic[hormone] = _clip(self._phasic[hormone] + phasic, -1.0, 1.0)
-        self._tonic[hormone] = _clip(self._tonic[hormone] + tonic, 0.0, 1.0)
+        # Impulses move a level by their size times the room left in that direction (receptor
+        # saturation): a burst of events approaches the ceiling instead of pinning the level at
+        # 1.0, where it could no longer signal the next change.
+        level = self._tonic[hormone] + self._phasic[hormone]
+        room = max(0.0, 1.0 - level) if phasic > 0 else max(0.0, level)
+        self._phasic[hormone] = _clip(self._phasic[hormone] + phasic * room, -1.0, 1.0)
+        t = self._tonic[hormone]
+        self._tonic[hormone] = _clip(t + tonic * ((1.0 - t) if tonic > 0 else t), 0.0, 1.0)
 
     def reward(self, value: float, rpe: float) -> None:
         """An outcome arrived.
@@ -330,9 +338,9 @@ class ModulationConfig:
     """Ranges and gains of :func:`modulation` (defaults = the module table)."""
 
     beta_min: float = 1.0
-    beta_max: float = 12.0
+    beta_max: float = 30.0
     lr_min: float = 0.02
-    lr_max: float = 0.3
+    lr_max: float = 0.6
     rpe_gain_scale: float = 2.0
     motor_serotonin_gain: float = 0.3
     motor_dopamine_gain: float = 0.3

@@ -3,20 +3,34 @@
 The prefrontal context feeds an actor-critic (regions.selection): softmax with the inverse
 temperature from norepinephrine, plus episodic evidence from recalled memories as a bias;
 three-factor learning when a reward arrives (eligibility trace x dopamine-like RPE, learning rate
-from acetylcholine, RPE gain from dopamine). The RPE goes to the hormone system as a reward event.
+from acetylcholine). The RPE goes to the hormone system as a reward event (the phasic dopamine).
+
+Episodic evidence (`gw.broadcast` of kind "episode", see memory.episodic) comes by a longer road
+than the context (a recall through the hippocampal shards, then a workspace cycle), so it usually
+arrives a few milliseconds after it. With `episodic_wait_s` > 0 the choice waits that long after
+the context (deliberation) and then takes whatever evidence came; 0 chooses at once, as a brain
+without a hippocampus should.
+
+Sleep consolidation: episodes replayed on `NS.mem.replay` are learnt offline with the context a
+lone percept would give (`[key, 0] / sqrt(2)`, the prefrontal layout with an empty history), the
+remembered action and reward, at `replay_lr` (regions.selection.ActorCritic.replay).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections import OrderedDict
 from typing import Annotated, Any
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.actor import on
 from bus import Meta
 from bus.errors import BadInput
-from bus.models import Broadcast, EnvActions, NeuromodEvent, RegionOutput, Reward
+from bus.models import Broadcast, EnvActions, MemReplay, NeuromodEvent, RegionOutput, Reward, Vector
 from regions.modulated import Modulated
 from regions.selection import ActorCritic
 
@@ -33,6 +47,10 @@ class BasalGangliaOptions(BaseModel):
     actor_decay: Annotated[float, Field(ge=0, le=10)] = 0.1
     #: Log-odds added per unit of (recall score x remembered reward) of a recalled episode.
     episodic_gain: Annotated[float, Field(ge=0, le=100)] = 4.0
+    #: Deliberation: seconds a choice waits after its context for episodic evidence (0 = none).
+    episodic_wait_s: Annotated[float, Field(ge=0, le=1)] = 0.0
+    #: Learning rate of sleep replay (`NS.mem.replay`); 0 ignores replays.
+    replay_lr: Annotated[float, Field(ge=0, le=1)] = 0.1
     context_source: str = "prefrontal"
     seed: int = 0
 
@@ -53,6 +71,10 @@ class BasalGanglia(Modulated):
         self.told_no_actions = False
         self.rewards = 0
         self.reward_sum = 0.0
+        self.replays = 0
+        self.with_evidence = 0
+        # Contexts waiting for episodic evidence: stimulus id -> (due time, context).
+        self.deliberating: OrderedDict[str, tuple[float, Vector]] = OrderedDict()
         self.out_subject = self.bus.subjects.region_out(self.name)
 
     @on("env.actions")
@@ -69,11 +91,19 @@ class BasalGanglia(Modulated):
         """A recalled episode about the current stimulus becomes evidence for its action."""
         if msg.kind != "episode" or not msg.stimulus_id:
             return
-        action, reward, score = msg.detail.get("action"), msg.detail.get("reward"), msg.detail.get("score", 1.0)
-        if not isinstance(action, str) or not isinstance(reward, int | float):
-            return
+        # `evidence` (one item per action, memory.episodic) when given; else the single episode.
+        items = msg.detail.get("evidence")
+        if not isinstance(items, list):
+            items = [msg.detail]
         bias = self.episodic.setdefault(msg.stimulus_id, {})
-        bias[action] = bias.get(action, 0.0) + self.options.episodic_gain * float(reward) * float(score)
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            action, reward, score = item.get("action"), item.get("reward"), item.get("score", 1.0)
+            if not isinstance(action, str) or not isinstance(reward, int | float) \
+                    or not isinstance(score, int | float) or not math.isfinite(reward * score):
+                continue
+            bias[action] = bias.get(action, 0.0) + self.options.episodic_gain * float(reward) * float(score)
         while len(self.episodic) > _REMEMBERED_CHOICES:
             self.episodic.popitem(last=False)
 
@@ -93,8 +123,35 @@ class BasalGanglia(Modulated):
             return
         if msg.vector.size != self.options.dim:
             raise BadInput(f"context has {msg.vector.size} dimensions; basal ganglia expect {self.options.dim}")
+        wait = self.options.episodic_wait_s
+        if wait > 0:
+            self.deliberating[sid] = (time.monotonic() + wait, msg.vector)
+            while len(self.deliberating) > _REMEMBERED_CHOICES:  # bounded even if ticks stall
+                old_sid, (_, old_context) = self.deliberating.popitem(last=False)
+                await self._choose(old_sid, old_context)
+            self.call_later(wait, "deliberated")
+            return
+        await self._choose(sid, msg.vector)
+
+    async def deliberated(self) -> None:
+        """Choose for every context whose deliberation window is over, in arrival order."""
+        # The timer and the clock may disagree by a fraction of a millisecond: never leave a
+        # due context to a later tick that might not come.
+        now = time.monotonic() + 1e-3
+        while self.deliberating:
+            sid, (due, context) = next(iter(self.deliberating.items()))
+            if due > now:
+                break
+            del self.deliberating[sid]
+            await self._choose(sid, context)
+
+    async def _choose(self, sid: str, context: Vector) -> None:
+        if not self.ac.actions:
+            return  # the repertoire was withdrawn while this context waited
         bias = self.episodic.pop(sid, None)
-        choice = self.ac.choose(msg.vector, beta=self.mod.inverse_temperature, bias=bias)
+        if bias:
+            self.with_evidence += 1
+        choice = self.ac.choose(context, beta=self.mod.inverse_temperature, bias=bias)
         self.choices[sid] = choice.action
         while len(self.choices) > _REMEMBERED_CHOICES:
             self.choices.popitem(last=False)
@@ -113,8 +170,9 @@ class BasalGanglia(Modulated):
             raise BadInput(f"reward for unknown stimulus {msg.stimulus_id!r}: no action of this brain answered it")
         if not self.choices:
             raise BadInput("reward before any action was taken")
-        m = self.mod
-        rpe = self.ac.learn(msg.value, lr=m.learning_rate, rpe_gain=m.rpe_gain)
+        # The critic's prediction error is the dopamine signal itself (it goes to the hormone
+        # system below); the level of dopamine does not gate it a second time.
+        rpe = self.ac.learn(msg.value, lr=self.mod.learning_rate)
         self.rewards += 1
         self.reward_sum += msg.value
         sid = msg.stimulus_id or next(reversed(self.choices))
@@ -125,6 +183,24 @@ class BasalGanglia(Modulated):
             region=self.name, kind="outcome", stimulus_id=sid,
             data={"action": self.choices.get(sid), "reward": msg.value, "rpe": rpe}), stimulus_id=sid)
 
+    @on("mem.replay")
+    async def replayed(self, msg: MemReplay, meta: Meta) -> None:
+        """Sleep replay: learn from a remembered episode as if its percept came alone."""
+        lr = self.options.replay_lr
+        if lr <= 0 or msg.action is None or msg.reward is None or msg.action not in self.ac.actions:
+            return
+        if 2 * msg.key.size != self.options.dim:
+            raise BadInput(f"replayed key has {msg.key.size} dimensions; basal ganglia take "
+                           f"{self.options.dim // 2}-d contents")
+        key = torch.from_numpy(np.ascontiguousarray(msg.key, dtype=np.float32))
+        norm = float(key.norm())
+        if norm == 0.0:
+            raise BadInput("replayed key is all zeros")
+        # The percept half carries the unit-length content, as the prefrontal context does.
+        context = torch.cat([key / norm, torch.zeros_like(key)]) / math.sqrt(2.0)
+        self.ac.replay(context, msg.action, msg.reward, lr=lr)
+        self.replays += 1
+
     def snapshot(self) -> dict[str, Any]:
         return {"ac": self.ac.snapshot(), "env": self.env}
 
@@ -134,4 +210,6 @@ class BasalGanglia(Modulated):
 
     def extra_stats(self) -> dict[str, Any]:
         return {"actions": len(self.ac.actions), "choices": self.ac.choices, "unanswered": self.unanswered,
-                "rewards": self.rewards, "mean_reward": round(self.reward_sum / max(1, self.rewards), 4)}
+                "rewards": self.rewards, "mean_reward": round(self.reward_sum / max(1, self.rewards), 4),
+                "replays": self.replays, "updates": self.ac.updates, "with_evidence": self.with_evidence,
+                "deliberating": len(self.deliberating)}

@@ -9,6 +9,7 @@ import random
 import pytest
 
 from neuromod.dynamics import (
+    DEFAULT_MODULATION,
     DEFAULT_PARAMS,
     HORMONES,
     HormoneParams,
@@ -83,9 +84,9 @@ def test_levels_never_leave_unit_interval_under_extreme_inputs() -> None:
             hs.apply(NeuromodEvent(kind=kind, value=rng.uniform(-2, 5)))  # type: ignore[arg-type]
         for v in hs.levels().values():
             assert 0.0 <= v <= 1.0
-            seen_low |= v == 0.0
-            seen_high |= v == 1.0
-    # The inputs were strong enough to hit the bounds, so the clipping was exercised.
+            seen_low |= v < 0.02
+            seen_high |= v > 0.98
+    # The inputs were strong enough to drive levels to the edges, so the saturation was exercised.
     assert seen_low and seen_high
 
 
@@ -190,7 +191,7 @@ def test_modulation_mapping() -> None:
     lo = modulation({**hs.levels(), "norepinephrine": 0.0})
     hi = modulation({**hs.levels(), "norepinephrine": 1.0})
     assert lo.inverse_temperature == pytest.approx(1.0)
-    assert hi.inverse_temperature == pytest.approx(12.0)
+    assert hi.inverse_temperature == pytest.approx(DEFAULT_MODULATION.beta_max)
     assert hi.ignition_threshold_shift < 0.0 < lo.ignition_threshold_shift
 
     patient = modulation({**hs.levels(), "serotonin": 0.9})
