@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from actors.logs import configure_logging
-from tui import cli as tui_cli
 from bus.errors import BadInput, BrainbusError
+from tui import cli as tui_cli
 
 __all__ = ["main"]
 

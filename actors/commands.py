@@ -13,19 +13,19 @@ import orjson
 
 from actors.brain import run_brain
 from actors.config import load_config
-from tui import cli as tui_cli
 from bus import Bus, Heartbeat, Meta, codec
 from bus.errors import BadInput, BusError, DecodeError, NoRespondersError
 from bus.models import model_for_subject
 from bus.runtime import read_runtime, resolve_connection
 from bus.subjects import Subjects
+from tui import cli as tui_cli
 
 __all__ = ["dispatch", "render"]
 
 
 async def dispatch(args: argparse.Namespace) -> int:
-    handlers = {"tui": tui_cli.run, "run": cmd_run, "pub": cmd_pub, "sub": cmd_sub, "req": cmd_req, "status": cmd_status,
-                "schema": cmd_schema, "bench": cmd_bench}
+    handlers = {"run": cmd_run, "pub": cmd_pub, "sub": cmd_sub, "req": cmd_req, "status": cmd_status,
+                "tui": tui_cli.run, "schema": cmd_schema, "bench": cmd_bench}
     return await handlers[args.command](args)
 
 
