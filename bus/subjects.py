@@ -127,6 +127,10 @@ class Subjects:
         return f"{self.ns}.mem.recall"
 
     @property
+    def mem_replay(self) -> str:
+        return f"{self.ns}.mem.replay"
+
+    @property
     def sys_error(self) -> str:
         return f"{self.ns}.sys.error"
 

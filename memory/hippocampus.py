@@ -8,6 +8,11 @@ themselves (see `memory.shard`), so new episodes go to the new shard.
 How it reaches the supervisor: it implements `actors.supervisor.SupervisorAware`, so the
 supervisor hands itself over before each start. Nothing else of the supervisor leaks to actors.
 
+Memory pressure (DESIGN 6.10): with ``sleep_at_fill`` set, a shard whose heartbeat reports a fill
+at or above it puts the whole brain to sleep (``sys.ctl.all sleep``) for ``sleep_s`` seconds, then
+wakes it. While it sleeps the thalamus gates intake and the shards replay and prune (see
+`memory.shard`), so consolidation comes before growth when ``sleep_at_fill < fill_threshold``.
+
 Grown shards are written to a manifest (``<root>/grown.json``, atomic replace) and re-added when
 the coordinator starts again, so a restarted brain recalls from every shard it ever had, not
 only from those in its config file.
@@ -28,7 +33,7 @@ from actors.config import ActorConfig
 from actors.supervisor import ActorChild, Supervisor
 from bus import Meta
 from bus.errors import ActorError
-from bus.models import Heartbeat
+from bus.models import CtlRequest, Heartbeat
 from memory.recall import ShardWatch
 from memory.shard import HippocampusShard, ShardOptions
 
@@ -51,6 +56,11 @@ class HippocampusOptions(BaseModel):
     cooldown_s: Annotated[float, Field(gt=0)] = 5.0
     #: Where the manifest lives; default: the shards' data_dir, else <brain data_dir>/hippocampus.
     data_dir: str | None = None
+    #: Memory pressure: sleep when a shard is at least this full (None = never sleep by itself).
+    sleep_at_fill: Annotated[float, Field(gt=0, le=1)] | None = None
+    #: How long a pressure sleep lasts, and the least time between two of them.
+    sleep_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    sleep_cooldown_s: Annotated[float, Field(gt=0)] = 60.0
 
 
 class Hippocampus(Actor):
@@ -66,6 +76,8 @@ class Hippocampus(Actor):
     async def on_start(self) -> None:
         self.watch = ShardWatch(self.bus, stale_after=3 * self.heartbeat_interval + 0.5)
         self._last_growth = 0.0
+        self._last_sleep: float | None = None
+        self.pressure_sleeps = 0
         self.grown: list[str] = []
         self._to_restore: list[str] = []
         sup = getattr(self, "supervisor", None)
@@ -116,7 +128,8 @@ class Hippocampus(Actor):
 
     @every(0.5)
     async def check(self) -> None:
-        """Grow when every live shard is above the fill threshold."""
+        """Sleep under memory pressure; grow when every live shard is above the fill threshold."""
+        await self._sleep_if_pressed()
         sup = getattr(self, "supervisor", None)
         if sup is not None and self._to_restore:
             await self._restore_grown(sup)
@@ -139,6 +152,25 @@ class Hippocampus(Actor):
         self.log.info("hippocampus.grew", shard=self.grown[-1], shards=len(fills) + 1,
                       fills={k: round(v, 3) for k, v in fills.items()})
 
+    async def _sleep_if_pressed(self) -> None:
+        o = self.options
+        now = time.monotonic()
+        if o.sleep_at_fill is None or (self._last_sleep is not None and now - self._last_sleep < o.sleep_cooldown_s):
+            return
+        fills = self.watch.fills()
+        if not fills or max(fills.values()) < o.sleep_at_fill:
+            return
+        self._last_sleep = now
+        self.pressure_sleeps += 1
+        self.log.info("hippocampus.pressure_sleep", fills={k: round(v, 3) for k, v in fills.items()},
+                      sleep_s=o.sleep_s)
+        await self.publish(self.bus.subjects.ctl_all, CtlRequest(verb="sleep"))
+        self.call_later(o.sleep_s, "wake_brain")
+
+    async def wake_brain(self) -> None:
+        """End a pressure sleep."""
+        await self.publish(self.bus.subjects.ctl_all, CtlRequest(verb="wake"))
+
     async def _restore_grown(self, sup: Supervisor) -> None:
         """Start the shards grown in an earlier run (their files hold episodes to recall)."""
         while self._to_restore:
@@ -160,4 +192,4 @@ class Hippocampus(Actor):
             self.grown.append(name)
 
     def extra_stats(self) -> dict[str, Any]:
-        return {"shards": self.watch.count, "grown": list(self.grown)}
+        return {"shards": self.watch.count, "grown": list(self.grown), "pressure_sleeps": self.pressure_sleeps}

@@ -64,6 +64,7 @@ async def recall(
     deadline: float = 0.5,
     mirrored: bool = False,
     stimulus_id: str | None = None,
+    with_keys: bool = False,
 ) -> MemRecallReply:
     """Top-k episodes most similar to ``query`` over all shards, within ``deadline`` seconds.
 
@@ -71,6 +72,8 @@ async def recall(
         shards_expected: Shards that should answer (a `ShardWatch` knows); the gather returns
             as soon as that many replied. In ``mirrored`` mode any one replica is a full answer.
         deadline: Seconds to wait for shards; late shards make the answer partial.
+        with_keys: Bring back each hit's key vector (`MemHit.key`), e.g. to put the recalled
+            content itself back into the workspace.
 
     Raises:
         BadInput: The shards rejected the query (wrong dimension, zero vector), or ``k`` is bad.
@@ -79,7 +82,7 @@ async def recall(
         raise BadInput(f"k must be in 1..1000, got {k}")
     if shards_expected < 1:
         raise BadInput(f"shards_expected must be >= 1, got {shards_expected}")
-    request = MemRecall(query=np.asarray(query, dtype=np.float32), k=k)
+    request = MemRecall(query=np.asarray(query, dtype=np.float32), k=k, with_keys=with_keys)
     want = 1 if mirrored else shards_expected
     replies = await bus.gather("mem.recall", request, MemRecallReply, expect=want, timeout=deadline,
                                stimulus_id=stimulus_id)

@@ -39,7 +39,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from actors.actor import Actor, HandlerFn, every, on
 from bus import Meta, Subscription
 from bus.errors import BadInput
-from bus.models import Heartbeat, MemHit, MemRecall, MemRecallReply, MemStore, MemStoreAck, Message
+from bus.models import (
+    Heartbeat,
+    MemHit,
+    MemRecall,
+    MemRecallReply,
+    MemReplay,
+    MemStore,
+    MemStoreAck,
+    Message,
+)
 from memory.durable import RecoveryReport, ShardPersistence
 from memory.episodes import Episode
 from memory.store import VectorStore
@@ -80,6 +89,12 @@ class ShardOptions(BaseModel):
     hopfield_beta: Annotated[float, Field(ge=0)] = 0.0
     #: Sleep prunes episodes with salience below this (0 = prune nothing).
     prune_salience: Annotated[float, Field(ge=0)] = 0.0
+    #: Episodes replayed on `NS.mem.replay` when the brain falls asleep (0 = no replay), sampled
+    #: with probability rising with salience and |reward| (`VectorStore.replay_sample`). Per
+    #: shard: in mirrored mode every mirror replays its own sample.
+    replay_episodes: Annotated[int, Field(ge=0, le=100_000)] = 0
+    #: Seed of the replay sampler (a sleep is reproducible for a given memory content).
+    replay_seed: int = 0
     device: str = "cpu"
 
 
@@ -113,7 +128,8 @@ class HippocampusShard(Actor):
             self.recovery = await asyncio.to_thread(self.persistence.open, self.store)
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-        self._counts = {"stores": 0, "recalls": 0, "evicted": 0, "pruned": 0, "commits": 0}
+        self._counts = {"stores": 0, "recalls": 0, "evicted": 0, "pruned": 0, "commits": 0, "replayed": 0}
+        self._replay_rng = np.random.default_rng(o.replay_seed)
         self._rate_mark = (time.monotonic(), 0, 0)
         self._rates = (0.0, 0.0)
         self._last_recall_ms = 0.0
@@ -159,7 +175,23 @@ class HippocampusShard(Actor):
             self.persistence.close()
 
     async def on_sleep(self) -> None:
-        """Consolidate: prune weak episodes (salience below ``prune_salience``) and snapshot."""
+        """Consolidate: replay a sample of episodes to the regions that learn from them, prune weak
+        episodes (salience below ``prune_salience``) and snapshot.
+
+        Replay comes first, so what is about to be pruned can still be rehearsed once; the sample
+        favours salient and rewarded episodes, so weak ones rarely are.
+        """
+        if self.options.replay_episodes > 0:
+            async with self._lock:
+                sample = self.store.replay_sample(self.options.replay_episodes, self._replay_rng)
+            for ep in sample:
+                reward = None if ep.reward is None else max(-1.0, min(1.0, float(ep.reward)))
+                await self.publish(self.bus.subjects.mem_replay, MemReplay(
+                    key=ep.key, action=ep.action, reward=reward, salience=max(0.0, float(ep.salience)),
+                    episode_id=ep.episode_id, shard=self.name, stimulus_id=ep.stimulus_id),
+                    stimulus_id=ep.stimulus_id)
+            self._counts["replayed"] += len(sample)
+            self.log.info("hippocampus.replayed", episodes=len(sample), stored=len(self.store))
         async with self._lock:
             if self.options.prune_salience > 0:
                 ids = self.store.prune(self.options.prune_salience)
@@ -325,14 +357,14 @@ class HippocampusShard(Actor):
             raise BadInput(reason)
         t0 = time.perf_counter()
         async with self._lock:
-            hits = await asyncio.to_thread(self._search, msg.query, msg.k)
+            hits = await asyncio.to_thread(self._search, msg.query, msg.k, msg.with_keys)
             episodes = len(self.store)
         self._last_recall_ms = (time.perf_counter() - t0) * 1000
         self._counts["recalls"] += 1
         return MemRecallReply(hits=hits, shards_asked=1, shards_answered=1, shard=self.name,
                               episodes=episodes)
 
-    def _search(self, query: np.ndarray, k: int) -> list[MemHit]:
+    def _search(self, query: np.ndarray, k: int, with_keys: bool = False) -> list[MemHit]:
         if len(self.store) == 0:
             return []
         q: Any = query
@@ -342,7 +374,8 @@ class HippocampusShard(Actor):
         live = ids[0] >= 0
         found = self.store.get_many(ids[0][live])
         return [MemHit(shard=self.name, episode_id=ep.episode_id, score=float(s), stimulus_id=ep.stimulus_id,
-                       action=ep.action, reward=ep.reward, salience=ep.salience, time=ep.time)
+                       action=ep.action, reward=ep.reward, salience=ep.salience, time=ep.time,
+                       key=ep.key.astype(np.float32).tolist() if with_keys else None)
                 for s, ep in zip(scores[0][live], found, strict=True) if ep is not None]
 
     def _error_reply(self, reason: str) -> MemRecallReply:

@@ -8,14 +8,19 @@ among the bids received since the previous cycle. A bid wins ("ignites" the work
    arriving during the refractory period are lost, not queued);
 2. its *effective* salience — the bid's salience after inhibition of return — is at least the
    ignition threshold plus the neuromodulatory ``threshold_shift``;
-3. it is not a near-copy (cosine ``>= ior_similarity`` or same ``stimulus_id``) of a bid that
-   already won this cycle;
+3. it is not a near-copy (cosine ``>= ior_similarity``, or same ``stimulus_id`` and ``kind``) of a
+   bid that already won this cycle;
 4. it ranks within ``capacity``.
 
 Inhibition of return: for ``inhibition_of_return_s`` after a content wins, bids whose content has
-cosine ``>= ior_similarity`` with it (or the same ``stimulus_id``) have their salience multiplied by
-``1 - ior_penalty * (1 - age / window)``: full inhibition right after the win, fading linearly to
-none, so attention moves on but may come back.
+cosine ``>= ior_similarity`` with it (or the same ``stimulus_id`` and ``kind``) have their salience
+multiplied by ``1 - ior_penalty * (1 - age / window)``: full inhibition right after the win, fading
+linearly to none, so attention moves on but may come back.
+
+Same stimulus, different kind: a bid of another kind about a stimulus that already won (a recalled
+episode about the percept it cues) is new information about that stimulus, not attention returning
+to it, so neither rule applies between the two, even though a recalled key is by construction close
+to its cue's vector. This is what lets episodic evidence reach the workspace right after the percept.
 
 Every decision records why each bid won or lost (:class:`Verdict`) so the actor can log it.
 Ordering is fully deterministic and independent of arrival order except as a final tie-break:
@@ -166,6 +171,7 @@ class _Trace:
     unit: NDArray[np.float32] | None
     stimulus_id: str | None
     source: str
+    kind: str
 
 
 def _unit(v: NDArray[np.float32]) -> NDArray[np.float32] | None:
@@ -227,6 +233,7 @@ class Workspace:
         self._seq = itertools.count()
         self._dropped = 0
         self._recent: list[_Trace] = []
+        self._recent_by_stimulus: dict[str | None, list[_Trace]] = {}
 
     @property
     def pending(self) -> int:
@@ -264,11 +271,19 @@ class Workspace:
         """Multiplier on salience from inhibition of return, and why."""
         factor = 1.0
         why = ""
-        for trace in self._recent:
+        traces = self._recent
+        if not self.ior_across_stimuli and bid.stimulus_id is not None:
+            # Only traces of the same stimulus (or of none) can inhibit this bid: look those up
+            # instead of scanning every recent winner (thousands at a high stimulus rate).
+            traces = self._recent_by_stimulus.get(bid.stimulus_id, []) + self._recent_by_stimulus.get(None, [])
+        for trace in traces:
             age = now - trace.at
             if age < 0 or age >= self.inhibition_of_return_s:
                 continue
-            same_id = bid.stimulus_id is not None and bid.stimulus_id == trace.stimulus_id
+            same_stimulus = bid.stimulus_id is not None and bid.stimulus_id == trace.stimulus_id
+            if same_stimulus and bid.kind != trace.kind:
+                continue  # another kind of content about the same stimulus: new, not a return
+            same_id = same_stimulus
             if not same_id and not self.ior_across_stimuli and bid.stimulus_id and trace.stimulus_id:
                 continue  # a new presentation of similar content is a new event, attended afresh
             cos = 0.0
@@ -301,6 +316,7 @@ class Workspace:
         bids, self._pending = self._pending, []
         dropped, self._dropped = self._dropped, 0
         self._recent = [t for t in self._recent if now - t.at < self.inhibition_of_return_s]
+        self._index_recent()
 
         scored: list[tuple[float, int, Bid, NDArray[np.float32] | None, float, str]] = []
         for seq, bid in bids:
@@ -321,7 +337,7 @@ class Workspace:
         refractory = self.in_refractory(now)
         winners: list[Outcome] = []
         losers: list[Outcome] = []
-        won_units: list[tuple[NDArray[np.float32] | None, str | None, str]] = []
+        won_units: list[tuple[NDArray[np.float32] | None, str | None, str, str]] = []
         for rank, (eff, _seq, bid, unit, factor, why) in enumerate(scored):
             label = f"{bid.source}/{bid.kind}"
             if refractory:
@@ -357,7 +373,7 @@ class Workspace:
             note = f" (inhibited x {factor:.2f}: {why})" if factor < 1.0 else ""
             detail = f"{label}: salience {eff:.3f} >= threshold {threshold:.3f}{note}"
             winners.append(Outcome(bid, eff, Verdict.WON, detail, rank))
-            won_units.append((unit, bid.stimulus_id, label))
+            won_units.append((unit, bid.stimulus_id, bid.kind, label))
 
         ignited = bool(winners)
         if refractory:
@@ -367,8 +383,9 @@ class Workspace:
             self.last_ignition_at = now
             for o in winners:
                 self._recent.append(
-                    _Trace(now, self.cycle, _unit(o.bid.content), o.bid.stimulus_id, o.bid.source)
+                    _Trace(now, self.cycle, _unit(o.bid.content), o.bid.stimulus_id, o.bid.source, o.bid.kind)
                 )
+            self._index_recent()
             reasons.append(
                 f"ignition: {len(winners)} winner(s) over {len(losers)} loser(s), threshold {threshold:.3f}"
             )
@@ -391,19 +408,28 @@ class Workspace:
         self,
         bid: Bid,
         unit: NDArray[np.float32] | None,
-        won: list[tuple[NDArray[np.float32] | None, str | None, str]],
+        won: list[tuple[NDArray[np.float32] | None, str | None, str, str]],
     ) -> str | None:
-        for w_unit, w_sid, w_label in won:
+        for w_unit, w_sid, w_kind, w_label in won:
             if bid.stimulus_id is not None and bid.stimulus_id == w_sid:
-                return w_label
+                if bid.kind == w_kind:
+                    return w_label
+                continue  # e.g. a recalled episode beside its cue's percept: both may win
             if unit is not None and w_unit is not None and unit.shape == w_unit.shape:
                 if float(unit @ w_unit) >= self.ior_similarity:
                     return w_label
         return None
+
+    def _index_recent(self) -> None:
+        by_stimulus: dict[str | None, list[_Trace]] = {}
+        for trace in self._recent:
+            by_stimulus.setdefault(trace.stimulus_id, []).append(trace)
+        self._recent_by_stimulus = by_stimulus
 
     def reset(self) -> None:
         """Forget pending bids, recent winners and the refractory clock (e.g. after sleep)."""
         self._pending = []
         self._dropped = 0
         self._recent = []
+        self._recent_by_stimulus = {}
         self.last_ignition_at = None

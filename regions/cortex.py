@@ -14,6 +14,10 @@ preferences for every word.
 Novelty events go to the hormone system only when a percept is more novel than usual (above the
 running mean novelty) and not habituated: a stream of ordinary stimuli must not hold arousal
 (NE) and learning rate (ACh) at their ceiling, or they could not respond to a real change.
+
+With `replay` on, the area also learns from the episodes the hippocampus replays during sleep
+(`NS.mem.replay`, DESIGN 6.10): remembered contents rehearse the feature map offline, so the
+features of what was experienced before a new task are not simply overwritten by it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from actors.actor import on
 from bus import Meta
-from bus.models import Bid, NeuromodEvent, RegionOutput
+from bus.models import Bid, MemReplay, NeuromodEvent, RegionOutput
 from neuromod.dynamics import DEFAULT_PARAMS, modulation
 from regions.modulated import Modulated
 from regions.plasticity import OjaFeatureMap
@@ -54,6 +58,9 @@ class CortexOptions(BaseModel):
     #: brain (low NE) lets weak percepts fall below the ignition threshold.
     arousal_gain: Annotated[float, Field(ge=0, le=10)] = 0.5
     source: str = "thalamus"
+    #: Learn features from sleep replay (`NS.mem.replay`); one area per memory should (the
+    #: episodes carry no modality, so the config names the area their keys come from).
+    replay: bool = False
     seed: int = 0
 
 
@@ -71,6 +78,7 @@ class Cortex(Modulated):
         self.mean = np.zeros(o.dim, dtype=np.float32)
         self.usual_novelty: float | None = None
         self.novelty_events = 0
+        self.replayed = 0
         self.out_subject = self.bus.subjects.region_out(self.name)
 
     def takes(self, modality: str) -> bool:
@@ -116,6 +124,14 @@ class Cortex(Modulated):
         self.mean += o.adaptation_rate * (x - self.mean)
         return content / norm if norm > 1e-6 else x
 
+    @on("mem.replay")
+    async def rehearse(self, msg: MemReplay, meta: Meta) -> None:
+        """Sleep replay: rehearse a remembered content (Sanger's rule at the baseline rate)."""
+        if not self.options.replay or msg.key.size != self.options.dim:
+            return
+        self.features.learn(msg.key)
+        self.replayed += 1
+
     async def on_sleep(self) -> None:
         pruned = self.features.prune_dead()
         self.log.info("cortex.pruned", units=pruned)
@@ -130,4 +146,4 @@ class Cortex(Modulated):
 
     def extra_stats(self) -> dict[str, float]:
         return {"percepts": self.seen, "mean_novelty": round(self.novelty_sum / max(1, self.seen), 4),
-                "novelty_events": self.novelty_events}
+                "novelty_events": self.novelty_events, "replayed": self.replayed}

@@ -262,6 +262,37 @@ class ActorCritic:
             self.reset_traces()
         return delta
 
+    def replay(self, context: ContextLike, action: str, reward: float, lr: float, *, decay: bool = True) -> float:
+        """Learn offline from a remembered (context, action, reward): sleep consolidation.
+
+        The same normalised three-factor update as a live choice followed by its reward, with an
+        eligibility of exactly this context on this action's row, but the live traces and the
+        pending choice are left alone: a replay must not steal the credit of an action that is
+        still waiting for its reward. ``decay=False`` skips the actor's weight decay (rehearsal
+        without downscaling).
+
+        Returns:
+            The replayed prediction error ``reward - V(context)``.
+
+        Raises:
+            KeyError: When ``action`` is not in the repertoire.
+            ValueError: On a bad context or a non-finite reward or rate.
+        """
+        if not (math.isfinite(reward) and math.isfinite(lr)):
+            raise ValueError("reward and lr must be finite")
+        idx = self._actions.index(action) if action in self._actions else -1
+        if idx < 0:
+            raise KeyError(f"action {action!r} is not in the repertoire {self._actions}")
+        s = as_vector(context, self.dim)
+        inv_norm = 1.0 / max(float(s @ s), _EPS)
+        delta = float(reward) - float(self._w @ s)
+        self._w.add_(s, alpha=lr * self.critic_scale * delta * inv_norm)
+        if decay and self.actor_decay > 0.0:
+            self._W.mul_(1.0 - min(1.0, lr * self.actor_decay))
+        self._W[idx].add_(s, alpha=lr * delta * inv_norm)
+        self.updates += 1
+        return delta
+
     def reset_traces(self) -> None:
         """Forget pending choices (e.g. the motor gate held the action back)."""
         self._e_w.zero_()

@@ -178,3 +178,27 @@ def test_invalid_bids_and_parameters_are_rejected() -> None:
         Workspace(capacity=0)
     with pytest.raises(ValueError):
         Workspace(ior_penalty=1.5)
+
+
+def test_an_episode_about_a_stimulus_wins_after_and_beside_its_percept() -> None:
+    """The same-stimulus rules (duplicate, inhibition of return) hold within one kind only: a
+    recalled episode whose key equals its cue's percept is new evidence, not a return."""
+    ws = _ws(capacity=2, refractory_s=0.0)
+    ws.submit(_bid("language", 0.9, 0, stimulus_id="s-1"), now=0.0)
+    assert ws.compete(now=0.0).ignited
+    # After the percept won: the episode (same vector, same stimulus) is not inhibited ...
+    ws.submit(_bid("episodic", 0.8, 0, stimulus_id="s-1", kind="episode"), now=0.1)
+    d = ws.compete(now=0.1)
+    assert d.winner is not None and d.winner.kind == "episode"
+    assert d.winners[0].effective_salience == pytest.approx(0.8)
+    # ... while a second percept bid of that stimulus still is.
+    ws.submit(_bid("vision", 0.9, 5, stimulus_id="s-1"), now=0.2)
+    d = ws.compete(now=0.2)
+    assert not d.ignited and d.losers[0].verdict is Verdict.INHIBITED
+    # In the same cycle, percept and episode of one stimulus both win; two episodes do not.
+    ws.submit(_bid("language", 0.9, 1, stimulus_id="s-2"), now=5.0)
+    ws.submit(_bid("episodic", 0.8, 1, stimulus_id="s-2", kind="episode"), now=5.0)
+    ws.submit(_bid("episodic", 0.7, 2, stimulus_id="s-2", kind="episode"), now=5.0)
+    d = ws.compete(now=5.0)
+    assert [o.bid.kind for o in d.winners] == ["percept", "episode"]
+    assert [o.verdict for o in d.losers] == [Verdict.DUPLICATE]
