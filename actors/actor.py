@@ -34,6 +34,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from bus import Bus, Meta, Subscription
+from bus.durable import Ack, DurableIntake, is_intake_subject
 from bus.errors import ActorError, BadInput
 from bus.models import CtlReply, CtlRequest, Heartbeat, Message, SysError
 
@@ -44,6 +45,7 @@ Overflow = Literal["drop_oldest", "drop_newest"]
 # The kinds of `SysError` (bus.models) an actor reports.
 ReportKind = Literal["bad_input", "handler_error", "overflow", "no_actions", "crash", "escalation"]
 HandlerFn = Callable[[Any, Message, Meta], Awaitable[Message | None]]
+Intake = Literal["core", "durable"]
 
 
 class ActorState(enum.StrEnum):
@@ -71,17 +73,23 @@ class _HandlerSpec:
     subject: str
     attr: str
     model: type[Message] | None
+    when: str | None = None
 
 
-def on(subject: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def on(subject: str, *, when: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Mark an async method as the handler of `subject` (relative to the namespace, wildcards ok).
+
+    `{name}` in the subject is replaced by the actor's option `name` when it starts, so a config
+    can say where an actor listens (`@on("region.{context_source}.out")`). With `when="option"`
+    the actor subscribes only if that option is true: no decoding, no mailbox slots for
+    messages it has no use for.
 
     The method's first parameter annotation gives the message model; `Message` itself means
     "whatever model is registered for each concrete subject".
     """
 
     def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn.__dict__.setdefault("_bb_subjects", []).append(subject)
+        fn.__dict__.setdefault("_bb_subjects", []).append((subject, when))
         return fn
 
     return mark
@@ -124,6 +132,8 @@ class Actor:
     Options: ClassVar[type[BaseModel]] = NoOptions
     #: Handlers that may run at once (1 = strictly one at a time, the default).
     concurrency: int = 1
+    #: The brain runs in deterministic mode (actors.determinism); set by the supervisor before start.
+    deterministic: bool = False
     _handlers: ClassVar[tuple[_HandlerSpec, ...]] = ()
     _ticks: ClassVar[tuple[tuple[str, float], ...]] = ()
 
@@ -136,7 +146,7 @@ class Actor:
             subjects = getattr(fn, "_bb_subjects", None)
             if subjects:
                 model = _handler_model(cls, attr, fn)
-                handlers.extend(_HandlerSpec(s, attr, model) for s in subjects)
+                handlers.extend(_HandlerSpec(s, attr, model, when) for s, when in subjects)
             seconds = getattr(fn, "_bb_every", None)
             if seconds is not None:
                 if not asyncio.iscoroutinefunction(fn):
@@ -157,6 +167,7 @@ class Actor:
         group: str = "main",
         restarts: int = 0,
         device: str = "cpu",
+        intake: Intake = "core",
     ) -> None:
         self.name = name
         self.bus = bus
@@ -165,6 +176,8 @@ class Actor:
         #: The brain's torch device (`cpu`, `cuda`, `cuda:N`), resolved from the config's `device`.
         self.device = device
         self.restarts = restarts
+        #: `durable`: intake handlers (`stim.*`, `feedback.*`) also consume the JetStream intake (bus.durable).
+        self.intake = intake
         self.heartbeat_interval = heartbeat_interval
         self.state = ActorState.NEW
         self.log = log.bind(actor=name)
@@ -175,7 +188,7 @@ class Actor:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set each time a handler or tick finishes
         self._tick_due: dict[str, bool] = {}
-        self._subs: list[Subscription] = []
+        self._subs: list[Subscription | DurableIntake] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._report_limit = _RateLimit()
         self._started = time.monotonic()
@@ -236,6 +249,13 @@ class Actor:
             await self.bus.publish(self.bus.subjects.sys_error, err, stimulus_id=stimulus_id,
                                    source=self.name)
 
+    async def listen(self, subject: str, handler: Callable[[Any, Any, Meta], Awaitable[Message | None]]) -> None:
+        """Subscribe `handler` (an unbound method, like an `@on` one) from `on_start`, through the
+        mailbox: for subjects an actor needs only in some modes (deterministic mode)."""
+        model = _handler_model(type(self), getattr(handler, "__name__", "?"), handler)
+        self._subs.append(await self.bus.subscribe_direct(
+            subject, self._enqueuer(handler), model=model, on_bad=self._on_bad))
+
     def call_later(self, delay: float, tick: str) -> None:
         """Run the tick method named `tick` once after `delay` seconds, serialized with handlers."""
         asyncio.get_running_loop().call_later(delay, self._mark_due, tick)
@@ -267,9 +287,19 @@ class Actor:
             except Exception as exc:  # a snapshot of an older version must not block start-up
                 self.log.warning("actor.restore_failed", error=repr(exc))
         for spec in self._handlers:
+            if spec.when is not None and not getattr(self.options, spec.when):
+                continue
             fn = getattr(type(self), spec.attr)
+            # `@on("region.{context_source}.out")`: the subject names an option of this actor.
+            subject = spec.subject.format_map(self.options.model_dump()) if "{" in spec.subject else spec.subject
             self._subs.append(await self.bus.subscribe_direct(
-                spec.subject, self._enqueuer(fn), model=spec.model, on_bad=self._on_bad))
+                subject, self._enqueuer(fn), model=spec.model, on_bad=self._on_bad))
+            if self.intake == "durable" and is_intake_subject(subject):
+                intake = DurableIntake(self.bus, consumer=self.name, pattern=subject, model=spec.model,
+                                       deliver=self._durable_enqueuer(fn), on_bad=self._on_bad,
+                                       room=lambda: self._capacity - len(self._mailbox))
+                await intake.start()
+                self._subs.append(intake)
         for subject in (self.bus.subjects.ctl(self.name), self.bus.subjects.ctl_all):
             self._subs.append(await self.bus.subscribe(
                 subject, self._on_ctl, model=CtlRequest, on_bad=self._on_bad_ctl))
@@ -304,8 +334,12 @@ class Actor:
         self.state = ActorState.STOPPING
         dropped = len(self._mailbox)
         if dropped:
-            self.stats["dropped"] += dropped
-            self.log.warning("actor.mailbox_abandoned", dropped=dropped, grace=grace)
+            # Durable intake is given back to its stream (redelivered to the next incarnation), not lost.
+            returned = [item[0].release() for item in self._mailbox if isinstance(item[0], _Acking)]
+            await asyncio.gather(*returned, return_exceptions=True)
+            self.stats["dropped"] += dropped - len(returned)
+            self.log.warning("actor.mailbox_abandoned", dropped=dropped - len(returned), returned=len(returned),
+                             grace=grace)
             self._mailbox.clear()
         tasks = list(self._tasks)
         for task in tasks:
@@ -347,8 +381,19 @@ class Actor:
                                  kind="overflow")
                 if self._overflow == "drop_newest":
                     return
-                self._mailbox.popleft()
+                oldest = self._mailbox.popleft()[0]
+                if isinstance(oldest, _Acking):  # durable intake goes back to its stream, for later
+                    self._spawn(oldest.release(), f"{self.name}.release")
             self._mailbox.append((fn, msg, meta))
+            self.stats["msgs_in"] += 1
+            self._wake.set()
+
+        return enqueue
+
+    def _durable_enqueuer(self, fn: HandlerFn) -> Callable[[Message, Meta, Ack], None]:
+        # DurableIntake fetches only what fits, so this never drops; the ack follows the handler.
+        def enqueue(msg: Message, meta: Meta, ack: Ack) -> None:
+            self._mailbox.append((_Acking(fn, ack), msg, meta))
             self.stats["msgs_in"] += 1
             self._wake.set()
 
@@ -461,6 +506,36 @@ class Actor:
         self._on_bad(exc, meta)
         await self.bus.respond(meta, CtlReply(actor=self.name, verb="?", ok=False, state=self.state.value,
                                               detail=exc.reason), source=self.name)
+
+
+class _Acking:
+    """A handler call for a message of the durable intake: acknowledged once the handler is done.
+
+    A rejection (BadInput) is acknowledged too (it would be rejected again); a crash gives the
+    message back for redelivery to the restarted actor (JetStream's max_deliver bounds a poison one).
+    """
+
+    __slots__ = ("ack", "fn")
+
+    def __init__(self, fn: HandlerFn, ack: Ack) -> None:
+        self.fn = fn
+        self.ack = ack
+
+    async def __call__(self, actor: Any, msg: Message, meta: Meta) -> Message | None:
+        try:
+            result = await self.fn(actor, msg, meta)
+        except BadInput:
+            await self.ack(True)
+            raise
+        except Exception:
+            await self.ack(False)
+            raise
+        await self.ack(True)
+        return result
+
+    async def release(self) -> None:
+        """Not handled (abandoned at stop, or pushed out of a full mailbox): back to the stream."""
+        await self.ack(False)
 
 
 def _handler_model(cls: type, attr: str, fn: Any) -> type[Message] | None:

@@ -25,6 +25,7 @@ from actors.config import BrainConfig
 from actors.placement import ProcessChild
 from actors.supervisor import Supervisor
 from bus import Bus, EmbeddedServer
+from bus.auth import ENV_PASSWORD, ENV_TLS_CA, ENV_USER, TlsFiles, split_credentials
 from bus.errors import BadInput, EscalationError
 from bus.runtime import Runtime, remove_runtime, write_runtime
 
@@ -55,11 +56,28 @@ async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[s
     data_dir = Path(config.data_dir)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     server: EmbeddedServer | None = None
+    tls = config.nats.tls
+    # A process group (or an operator with an external server) gets its credentials from the
+    # environment, never the command line; the embedded server's are made here.
+    user, password = os.environ.get(ENV_USER) or None, os.environ.get(ENV_PASSWORD) or None
+    tls_ca = os.environ.get(ENV_TLS_CA) or None
     if url is None:
         server = EmbeddedServer(data_dir=data_dir / "nats", host=config.nats.host, port=config.nats.port,
-                                jetstream=config.nats.jetstream)
-        url = await server.start()
-    bus = Bus(url, namespace=config.namespace, name=f"brainbus:{config.namespace}:{group}", source=group)
+                                jetstream=config.nats.jetstream, auth=True, namespace=config.namespace,
+                                tls=TlsFiles(cert=tls.cert, key=tls.key, ca=tls.ca) if tls else None)
+        url = runtime_url = await server.start()
+        brain_cred = server.credentials["brain"]
+        user, password, tls_ca = brain_cred.user, brain_cred.password, tls.ca if tls else None
+    else:
+        # Credentials in a --nats URL move to the environment too: the URL goes on the process
+        # groups' command lines. The runtime file (owner-only) keeps the URL as given.
+        runtime_url = url
+        url, in_url = split_credentials(url)
+        if in_url is not None and user is None:
+            user, password = in_url.user, in_url.password
+    bus = Bus(url, namespace=config.namespace, name=f"brainbus:{config.namespace}:{group}", source=group,
+              user=user, password=password, tls_ca=tls_ca)
+    group_env = {ENV_USER: user or "", ENV_PASSWORD: password or "", ENV_TLS_CA: tls_ca or ""}
     try:
         await bus.connect()
         sup = Supervisor.for_actors(bus, config, names, data_dir / "snapshots")
@@ -67,19 +85,22 @@ async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[s
             effective = data_dir / "run" / "config.json"
             effective.parent.mkdir(parents=True, exist_ok=True)
             effective.write_bytes(orjson.dumps(config.model_dump(mode="json")))
-            sup.children.extend(ProcessChild(g, config_file=effective, bus=bus, url=url, log_json=log_json)
-                                for g in config.processes)
+            sup.children.extend(ProcessChild(g, config_file=effective, bus=bus, url=url, log_json=log_json,
+                                             env=group_env) for g in config.processes)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, sup.request_stop)
         if group == "main":
-            write_runtime(Runtime(url=url, namespace=config.namespace, pid=os.getpid(), started=time.time()))
+            write_runtime(Runtime(url=runtime_url, namespace=config.namespace, pid=os.getpid(), started=time.time(),
+                                  credentials=dict(server.credentials) if server else {}, tls_ca=tls_ca))
         log.info("brain.running", url=url, namespace=config.namespace, group=group, actors=names,
-                 groups=[g.name for g in config.processes] if only is None else [])
+                 auth=user is not None, groups=[g.name for g in config.processes] if only is None else [])
         companion: asyncio.Task[None] | None = None
         if attach is not None:
             # E.g. the TUI of `brainbus run --tui`: when it ends, the brain stops with it.
-            companion = asyncio.ensure_future(attach(url, config.namespace))
+            # The operator's TUI connects as admin, as it does through the runtime file.
+            companion = asyncio.ensure_future(attach(server.url_for("admin") if server else url,
+                                                     config.namespace))
             companion.add_done_callback(lambda _: sup.request_stop())
         try:
             await sup.run()

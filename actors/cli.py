@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from actors import creds, recordcmd
 from actors.logs import configure_logging
 from bus.errors import BadInput, BrainbusError
 from tui import cli as tui_cli
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--tui", action="store_true",
                      help="watch it in the terminal UI; quitting the UI stops the brain (logs go to .brainbus/)")
+    creds.add_listen_argument(run)
 
     pub = sub.add_parser("pub", help="publish a message (JSON or text) on a subject")
     connected(pub)
@@ -86,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
 
     tui_cli.add_parser(sub)
+    recordcmd.add_parser(sub)
+    creds.add_parser(sub)
 
     sc = sub.add_parser("schema", help="write the JSON Schema of every message and an AsyncAPI document")
     sc.add_argument("--out", type=Path, default=Path("schema"), help="output directory (default: ./schema)")

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from actors import creds, recordcmd
 from actors.brain import run_brain
 from actors.config import load_config
 from bus import Bus, Heartbeat, Meta, codec
@@ -25,7 +26,8 @@ __all__ = ["dispatch", "render"]
 
 async def dispatch(args: argparse.Namespace) -> int:
     handlers = {"run": cmd_run, "pub": cmd_pub, "sub": cmd_sub, "req": cmd_req, "status": cmd_status,
-                "tui": tui_cli.run, "schema": cmd_schema, "bench": cmd_bench}
+                "tui": tui_cli.run, "schema": cmd_schema, "bench": cmd_bench,
+                "record": recordcmd.run, "replay": recordcmd.run, "creds": creds.run}
     return await handlers[args.command](args)
 
 
@@ -45,6 +47,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     if overrides:
         config = config.model_copy(update=overrides)
     url = args.nats or config.nats.url
+    config = creds.apply_listen(config, args.listen, url)
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     if only is not None and not only:
         raise BadInput("--only needs at least one actor name")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from actors.registry import resolve_kind
 from bus.errors import BadInput, ConfigError
@@ -22,6 +22,7 @@ __all__ = [
     "NatsConfig",
     "ProcessGroup",
     "SupervisorConfig",
+    "TlsConfig",
     "load_config",
     "parse_config",
 ]
@@ -57,13 +58,41 @@ class SupervisorConfig(_Strict):
     snapshot_interval: Annotated[float, Field(gt=0)] = 30.0
 
 
+def _existing_file(value: str) -> str:
+    """An absolute path to a readable file (process groups and the runtime file use it from anywhere)."""
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError(f"file not found: {value}")
+    return str(path.resolve())
+
+
+PemFile = Annotated[str, AfterValidator(_existing_file)]
+
+
+class TlsConfig(_Strict):
+    """TLS for the embedded server (PEM files): clients then connect with `tls://`.
+
+    `ca` is the CA that signed `cert`; give it for a private (self-signed) CA so the tools of the
+    brain's directory can verify the server (it goes into the runtime file).
+    """
+
+    cert: PemFile
+    key: PemFile
+    ca: PemFile | None = None
+
+
 class NatsConfig(_Strict):
-    """Where NATS is: `url` for an existing deployment, else an embedded server on host:port."""
+    """Where NATS is: `url` for an existing deployment, else an embedded server on host:port.
+
+    The embedded server always requires the generated per-role credentials; `host` other than a
+    loopback address (`brainbus run --listen`) exposes it to the network, where `tls` belongs.
+    """
 
     url: str | None = None
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 0
     jetstream: bool = True
+    tls: TlsConfig | None = None
 
 
 class ProcessGroup(_Strict):
@@ -81,6 +110,12 @@ class BrainConfig(_Strict):
     #: fastest, and several threads per process fight each other (and other processes) for cores.
     torch_threads: Annotated[int, Field(ge=1, le=256)] = 1
     seed: int = 0
+    #: Fixed seeds and one input in flight at a time, so a replayed session gives the same
+    #: actions (actors.determinism). Off by default: it serializes the brain.
+    deterministic: bool = False
+    #: `core`: stimuli and rewards on core NATS only (fast, lost while no brain listens). `durable`:
+    #: also through the JetStream intake stream (bus.durable), at least once, deduplicated.
+    intake: Literal["core", "durable"] = "core"
     nats: NatsConfig = NatsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     actors: dict[Token, ActorConfig] = Field(default_factory=dict)

@@ -1,6 +1,7 @@
 """Process groups: actors that run in their own OS process, supervised like one child.
 
-`brainbus run` starts each group of the config as `brainbus run --only <its actors> --nats URL`.
+`brainbus run` starts each group of the config as `brainbus run --only <its actors> --nats URL`,
+with the brain role's credentials in its environment (`bus.auth.ENV_USER`, `ENV_PASSWORD`).
 Since actors talk only through NATS, nothing else changes: a group process is a small brain of its
 own. The parent restarts the process when it exits abnormally or stops heartbeating.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -33,7 +35,9 @@ class ProcessChild:
     """One process group, watched through the heartbeats of its actors."""
 
     def __init__(self, group: ProcessGroup, *, config_file: Path, bus: Bus, url: str,
-                 log_json: bool = False, restart: str = "permanent") -> None:
+                 log_json: bool = False, restart: str = "permanent", env: dict[str, str] | None = None) -> None:
+        """`env`: variables for the group's process on top of ours (its NATS credentials, which
+        must not appear on its command line, where `ps` shows them to every user)."""
         self.name = group.name
         self.actors = list(group.actors)
         self.restart = restart
@@ -42,6 +46,7 @@ class ProcessChild:
         self.bus = bus
         self.url = url
         self.log_json = log_json
+        self.env = dict(env or {})
         self.proc: asyncio.subprocess.Process | None = None
         self._done: asyncio.Future[None] | None = None
         self._waiter: asyncio.Task[None] | None = None
@@ -67,6 +72,7 @@ class ProcessChild:
         # A session of its own: a Ctrl-C in the terminal reaches the parent only, which then
         # stops the groups in order.
         self.proc = await asyncio.create_subprocess_exec(*args, start_new_session=True,
+                                                         env={**os.environ, **self.env},
                                                          preexec_fn=die_with_parent())
         self._waiter = asyncio.ensure_future(self._wait(self.proc, self._done))
         log.info("placement.group_started", group=self.name, pid=self.proc.pid, actors=self.actors)

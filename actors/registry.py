@@ -24,6 +24,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "hormones": "neuromod.actor:Hormones",
     "hippocampus_shard": "memory.shard:HippocampusShard",
     "hippocampus": "memory.hippocampus:Hippocampus",
+    "episodic": "memory.episodic:Episodic",
 }
 
 

@@ -23,9 +23,11 @@ import structlog
 
 from actors.actor import Actor, RestartRequested
 from actors.config import ActorConfig, BrainConfig
+from actors.determinism import derive_seed
 from actors.device import resolve_device
 from actors.registry import resolve_kind
 from bus import Bus
+from bus.durable import hold_intake, open_intake
 from bus.errors import ActorError, EscalationError
 from bus.models import SysError
 
@@ -77,7 +79,10 @@ class ActorChild:
         self.config = config
         self.cls = resolve_kind(spec.kind)
         self.device = resolve_device(config.device)
-        self.options = self.cls.Options.model_validate(spec.options)
+        options = dict(spec.options)
+        if config.deterministic and "seed" in self.cls.Options.model_fields and "seed" not in options:
+            options["seed"] = derive_seed(config.seed, name)  # a seed set in the config wins
+        self.options = self.cls.Options.model_validate(options)
         self.saved = saved
         self.actor: Actor | None = None
         #: Set by the Supervisor that owns this child; handed to SupervisorAware actors.
@@ -94,7 +99,9 @@ class ActorChild:
             mailbox_capacity=self.spec.mailbox.capacity, overflow=self.spec.mailbox.overflow,
             heartbeat_interval=self.config.supervisor.heartbeat_interval,
             group=self.config.group_of(self.name), restarts=self.restarts, device=self.device,
+            intake=self.config.intake,
         )
+        self.actor.deterministic = self.config.deterministic
         if self.supervisor is not None and isinstance(self.actor, SupervisorAware):
             self.actor.attach_supervisor(self.supervisor)
         await self.actor.start(self.saved)
@@ -177,9 +184,13 @@ class Supervisor:
         """Start every child and supervise until asked to stop; raises EscalationError on give-up."""
         started = self._started
         try:
+            # Durable intake replays its backlog only once every actor here is subscribed: the
+            # intake's output to an actor not yet listening would be lost on core NATS.
+            hold_intake(self.bus)
             for child in self.children:
                 await child.start()
                 started.append(child)
+            open_intake(self.bus)
             self._running = True
             log.info("supervisor.started", children=[c.name for c in self.children],
                      strategy=self.sup.strategy)

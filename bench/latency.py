@@ -5,9 +5,10 @@ Measured in one run, against references from the same run:
    collection window (reported in each broadcast) is subtracted, as the targets exclude it;
    the reference is one raw nats-py hop (request/reply p50 / 2) times the 7 hops of the path
    (stimulus → thalamus → cortex → workspace → prefrontal → basal ganglia → motor → agent);
-2. sustained: an open-loop stream at a fixed rate; every stimulus is either answered or found in
-   a counter (mailbox drops, rejections, workspace losers, gated in sleep) — what is neither
-   is "uncounted" and must be zero;
+2. sustained: an open-loop stream at a fixed rate, every stimulus traced by its id to the last
+   stage it reached; the stimuli that stopped after a stage must be matched by the counters of the
+   actor of the next stage (mailbox drops, rejections, workspace losers, gated in sleep) — what is
+   not is "uncounted" and must be zero;
 3. text through MiniLM: the brain's sustained text rate vs the encoder's own batched throughput
    measured in this process just before (skipped with --quick).
 The brain runs as a separate process (`brainbus run`), reached only over the bus.
@@ -109,14 +110,22 @@ async def _heartbeats(nc: Any, ns: str, wait: float = 1.5) -> dict[str, dict[str
     return beats
 
 
-def _counted_losses(beats: dict[str, dict[str, Any]]) -> dict[str, int]:
-    verdicts = beats.get("workspace", {}).get("stats", {}).get("verdicts", {})
-    return {
-        "mailbox_dropped": sum(int(b.get("dropped", 0)) for b in beats.values()),
-        "rejected": sum(int(b.get("rejected", 0)) for b in beats.values()),
-        "workspace_lost": sum(int(v) for k, v in verdicts.items() if k != "won"),
-        "gated": int(beats.get("thalamus", {}).get("stats", {}).get("gated", 0)),
-    }
+# The path of a vector stimulus, and the actor whose counters explain a loss after each stage.
+STAGES = [("stim.vector", "thalamus"), ("region.thalamus.out", "visual"), ("gw.bid", "workspace"),
+          ("gw.broadcast", "prefrontal"), ("region.prefrontal.out", "basal_ganglia"),
+          ("region.basal_ganglia.out", "motor"), ("motor.action", "")]
+
+
+def _losses_by_actor(beats: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Each path actor's counters of messages it did not pass on (drops, rejections, lost bids)."""
+    counted = {a: int(b.get("dropped", 0)) + int(b.get("rejected", 0)) for a, b in beats.items()}
+    stats = {a: b.get("stats", {}) for a, b in beats.items()}
+    counted["thalamus"] = counted.get("thalamus", 0) + int(stats.get("thalamus", {}).get("gated", 0))
+    verdicts = stats.get("workspace", {}).get("verdicts", {})
+    counted["workspace"] = counted.get("workspace", 0) + sum(int(v) for k, v in verdicts.items() if k != "won")
+    unanswered = int(stats.get("basal_ganglia", {}).get("unanswered", 0))
+    counted["basal_ganglia"] = counted.get("basal_ganglia", 0) + unanswered
+    return counted
 
 
 async def _closed_loop(nc: Any, ns: str, n: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -179,15 +188,21 @@ def _pct(values: list[float], q: int) -> float:
     return float(np.percentile(np.asarray(values) * 1000, q))
 
 
-async def _sustained(nc: Any, ns: str, rate: int, seconds: float, rng: np.random.Generator,
-                     make: Any) -> dict[str, Any]:
-    answered: set[str] = set()
+async def _sustained(nc: Any, ns: str, rate: int, seconds: float, make: Any) -> dict[str, Any]:
+    """Open loop at `rate`; every stimulus is traced by its id to the last stage it reached."""
+    stage_of = {f"{ns}.{subject}": i for i, (subject, _) in enumerate(STAGES)}
+    reached: dict[str, int] = {}
 
-    async def on_action(msg: Any) -> None:
-        answered.add(orjson.loads(msg.data)["stimulus_id"])
+    async def trace(msg: Any) -> None:
+        i = stage_of.get(msg.subject)
+        sid = (msg.headers or {}).get("Bb-Sid") if i else None
+        if i == 0:
+            reached.setdefault(orjson.loads(msg.data)["id"], 0)
+        elif sid is not None and i is not None and i > reached.get(sid, -1):
+            reached[sid] = i
 
-    before = _counted_losses(await _heartbeats(nc, ns, 1.2))
-    sub = await nc.subscribe(f"{ns}.motor.action", cb=on_action)
+    before = _losses_by_actor(await _heartbeats(nc, ns, 1.2))
+    sub = await nc.subscribe(f"{ns}.>", cb=trace, pending_msgs_limit=1_000_000)
     total = int(rate * seconds)
     payloads = [make(i) for i in range(min(total, 2000))]
     t0 = time.perf_counter()
@@ -198,19 +213,29 @@ async def _sustained(nc: Any, ns: str, rate: int, seconds: float, rng: np.random
             await asyncio.sleep(ahead)
     await nc.flush()
     sent_s = time.perf_counter() - t0
-    deadline = time.monotonic() + 10
-    last = -1
-    while time.monotonic() < deadline and len(answered) != last:
-        last = len(answered)
+    last_stage = len(STAGES) - 1
+    answered, settled_at = 0, time.perf_counter()
+    for _ in range(15):  # until the brain has answered all it will (nothing new for a second)
         await asyncio.sleep(1.0)
-    elapsed = time.perf_counter() - t0 - 1.0
+        now_answered = sum(1 for i in reached.values() if i == last_stage)
+        if now_answered == answered:
+            break
+        answered, settled_at = now_answered, time.perf_counter()
     await sub.unsubscribe()
-    after = _counted_losses(await _heartbeats(nc, ns, 1.2))
-    counted = {k: after[k] - before[k] for k in after}
-    lost = total - len(answered)
-    return {"offered_rate": rate, "sent": total, "send_seconds": sent_s, "answered": len(answered),
-            "answered_rate": len(answered) / max(elapsed, sent_s), "counted_losses": counted,
-            "uncounted": lost - sum(counted.values())}
+    after = _losses_by_actor(await _heartbeats(nc, ns, 1.2))
+    lost_after = [0] * len(STAGES)
+    for i in reached.values():
+        lost_after[i] += 1
+    stages = []
+    uncounted = total - len(reached)  # never seen on stim.vector at all
+    for i, (subject, actor) in enumerate(STAGES[:-1]):
+        counted = after.get(actor, 0) - before.get(actor, 0)
+        stages.append({"last_reached": subject, "stimuli": lost_after[i], "explained_by": actor,
+                       "counted": counted})
+        uncounted += max(0, lost_after[i] - counted)
+    return {"offered_rate": rate, "sent": total, "send_seconds": sent_s, "answered": lost_after[-1],
+            "answered_rate": lost_after[-1] / max(settled_at - t0, sent_s), "stages": stages,
+            "uncounted": uncounted}
 
 
 async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]:
@@ -235,7 +260,7 @@ async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]
                 vec = rng.standard_normal(384).astype(np.float32).tolist()
                 return "vector", lambda j, v=vec: orjson.dumps({"vector": v, "id": f"s{j}"})
 
-            results["sustained"] = await _sustained(nc, ns, 1000, 2.0 if quick else 5.0, rng, vector)
+            results["sustained"] = await _sustained(nc, ns, 1000, 2.0 if quick else 5.0, vector)
         if not quick:
             results["text"] = await _text_throughput(server.url, nc)
         await nc.close()
@@ -301,4 +326,7 @@ def _print(r: dict[str, Any]) -> None:
     width = max(len(a) for a, _, _ in rows)
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>28}  {target}")
-    print(f"counted losses: {s['counted_losses']}")
+    for stage in s["stages"]:
+        if stage["stimuli"]:
+            print(f"  {stage['stimuli']} stimuli stopped after {stage['last_reached']}; "
+                  f"{stage['explained_by']} counted {stage['counted']} drops/losses")

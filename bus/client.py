@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import enum
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -23,9 +24,11 @@ from nats.aio.subscription import Subscription as NatsSubscription
 
 from bus import codec
 from bus._nats import FastClient
+from bus.auth import inbox_prefix, redact_url, url_user
 from bus.codec import Meta
 from bus.errors import BadInput, BusError, DecodeError, NoRespondersError, NotConnectedError, RequestTimeout
 from bus.models import Message, model_for_subject
+from bus.runtime import trusted_ca
 from bus.subjects import Subjects
 
 __all__ = ["Bus", "ConnState", "Handler", "OnBad", "Subscription"]
@@ -74,14 +77,31 @@ class Subscription:
 class Bus:
     """A typed connection to one brain's namespace on NATS.
 
+    `url` may name several servers of one NATS cluster, comma-separated
+    (`nats://127.0.0.1:4222,nats://127.0.0.1:4223`): the connection goes to one of them and, when
+    that one goes away, reconnects to another (nats-py also learns the cluster's other members
+    from the server it is connected to).
+
     Example:
         async with Bus("nats://127.0.0.1:4222", namespace="brain", name="my-agent") as bus:
             await bus.publish("stim.text", TextStimulus(text="hello"))
     """
 
     def __init__(self, url: str, *, namespace: str = "brain", name: str = "brainbus",
-                 source: str | None = None, user: str | None = None, password: str | None = None) -> None:
-        self.url = url
+                 source: str | None = None, user: str | None = None, password: str | None = None,
+                 tls_ca: str | None = None) -> None:
+        """`url` may carry `user:password@`; `tls_ca` is a PEM CA file to trust for a `tls://` URL.
+
+        Without `tls_ca`, a TLS server is verified against the CA of the runtime file when it is the
+        brain recorded there (`bus.runtime.trusted_ca`), else the system's CAs (and `SSL_CERT_FILE`).
+        """
+        # What logs and errors show: never the password a URL may carry.
+        self.url = redact_url(url)
+        self._url = url
+        self._tls_ca = tls_ca
+        self.servers = [u.strip() for u in url.split(",") if u.strip()]
+        if not self.servers:
+            raise BadInput("bus url names no NATS server")
         self.subjects = Subjects(namespace)
         self.name = name
         self.source = source or name
@@ -116,9 +136,19 @@ class Bus:
         if self.state is not ConnState.NEW:
             raise BusError(f"bus {self.name!r} was already connected once; make a new Bus to connect again")
         nc = FastClient()
+        extra: dict[str, Any] = {}
+        # A role of a brainbus server may read replies only on its own inbox prefix (bus.auth).
+        prefix = inbox_prefix(self._user or url_user(self.servers[0]))
+        if prefix:
+            extra["inbox_prefix"] = prefix
+        # A brain of this directory serving TLS with a private CA names the CA in its runtime file.
+        first = self.servers[0]
+        ca = self._tls_ca or (trusted_ca(first) if first.startswith("tls://") else None)
+        if ca is not None:
+            extra["tls"] = ssl.create_default_context(cafile=ca)
         try:
             await nc.connect(
-                servers=[self.url],
+                servers=self.servers,
                 name=self.name,
                 user=self._user,
                 password=self._password,
@@ -137,11 +167,14 @@ class Bus:
                 closed_cb=self._on_closed,
                 # Bus validates (and caches) every subject itself.
                 skip_subject_validation=True,
+                **extra,
             )
-        except (OSError, nats.errors.Error, TimeoutError) as exc:
+        except (OSError, nats.errors.Error, TimeoutError) as exc:  # ssl.SSLError is an OSError
             self.state = ConnState.CLOSED
             with contextlib.suppress(Exception):
-                await nc.close()
+                # After a failed TLS handshake (an untrusted certificate) nats-py's close waits
+                # forever on the half-open transport: give it a moment, then let it go.
+                await asyncio.wait_for(nc.close(), 1.0)
             cause: BaseException = exc
             if isinstance(exc, nats.errors.NoServersError) and self._last_error is not None:
                 cause = self._last_error  # what actually failed, not "no servers available"

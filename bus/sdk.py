@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from bus.auth import Role
 from bus.client import Bus, Subscription
 from bus.codec import Meta
 from bus.errors import BusError, RequestTimeout
@@ -49,10 +50,15 @@ DEFAULT_READY = ("thalamus", "basal_ganglia", "motor")
 
 
 @contextlib.asynccontextmanager
-async def connect(url: str | None = None, *, namespace: str | None = None,
-                  name: str = "agent") -> AsyncIterator[BrainClient]:
-    """Connect to a brain: `url`, else `NATS_URL`, else the runtime file of this directory."""
-    url, ns = resolve_connection(url, namespace)
+async def connect(url: str | None = None, *, namespace: str | None = None, name: str = "agent",
+                  role: Role = "agent") -> AsyncIterator[BrainClient]:
+    """Connect to a brain: `url`, else `NATS_URL`, else the runtime file of this directory.
+
+    Through the runtime file it connects as `role` (default `agent`: stimuli, rewards and actions
+    in; motor actions, broadcasts, hormone levels and heartbeats out; see `bus.auth`). Watching
+    everything takes `observer`; `admin` adds actor control.
+    """
+    url, ns = resolve_connection(url, namespace, role=role)
     client = BrainClient(Bus(url, namespace=ns, name=name, source=name))
     await client.bus.connect()
     try:

@@ -3,6 +3,11 @@
 `brainbus run` starts one when no `--nats` URL (or `NATS_URL`) is given; the test suite starts
 one per session. It listens on 127.0.0.1, on a port the OS picks unless one is configured, with
 JetStream storing under the brain's data directory.
+
+With `auth=True` (what `brainbus run` uses) the server gets a config file of its own (`nats.conf`
+in its data directory, owner-only) with one generated user per role and NATS permissions per
+role (`bus.auth`); with `tls=` it serves TLS only, and its URL is `tls://`. A server without
+auth refuses to listen on anything but a loopback address.
 """
 
 from __future__ import annotations
@@ -22,6 +27,16 @@ from types import TracebackType
 
 import structlog
 
+from bus.auth import (
+    Credential,
+    Role,
+    TlsFiles,
+    authorization_block,
+    generate_credentials,
+    is_loopback,
+    tls_block,
+    with_credentials,
+)
 from bus.errors import BusError
 from bus.process import die_with_parent
 
@@ -62,12 +77,21 @@ class EmbeddedServer:
         jetstream: bool = True,
         name: str | None = None,
         extra_args: tuple[str, ...] = (),
+        auth: bool = False,
+        namespace: str = "brain",
+        tls: TlsFiles | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.jetstream = jetstream
         self.name = name
         self.extra_args = extra_args
+        self.auth = auth
+        self.namespace = namespace
+        self.tls = tls
+        # Made once per server object, so a restarted server (fault tests) takes the same passwords
+        # and connected clients reconnect without new credentials.
+        self.credentials: dict[Role, Credential] = generate_credentials() if auth else {}
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="brainbus-nats-"))
         self.proc: asyncio.subprocess.Process | None = None
@@ -82,6 +106,12 @@ class EmbeddedServer:
     ) -> None:
         await self.stop()
 
+    def url_for(self, role: Role) -> str:
+        """The server's URL with the credentials of `role` in it (the bare URL when auth is off)."""
+        if not self.auth:
+            return self.url
+        return with_credentials(self.url, self.credentials[role])
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
@@ -90,12 +120,22 @@ class EmbeddedServer:
         """Start the server and wait until it accepts clients; returns its URL."""
         if self.running:
             raise BusError("this embedded server is already running; start it only once")
+        if not self.auth and not is_loopback(self.host):
+            # Anyone who can reach the address could read and steer the brain.
+            raise BusError(f"refusing to listen on {self.host} without authentication: "
+                           "an embedded server reachable from other machines needs auth=True")
+        if not is_loopback(self.host) and self.tls is None:
+            log.warning("nats.listening_without_tls", host=self.host,
+                        hint="passwords and messages cross the network in clear; configure nats.tls")
         ports_dir = self.data_dir / "ports"
         ports_dir.mkdir(parents=True, exist_ok=True)
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
         args = [str(find_nats_server()), "-a", self.host, "-p", str(self.port or -1)]
         args += ["--ports_file_dir", str(ports_dir)]
+        conf = self._write_config()
+        if conf is not None:
+            args += ["-c", str(conf)]
         if self.jetstream:
             args += ["-js", "-sd", str(self.data_dir / "jetstream")]
         if self.name:
@@ -113,11 +153,28 @@ class EmbeddedServer:
             url = self._read_ports(ports_dir)
             if url and await self._accepts(url):
                 self.url = url
-                log.info("nats.embedded_started", url=url, pid=self.proc.pid, jetstream=self.jetstream)
+                log.info("nats.embedded_started", url=url, pid=self.proc.pid, jetstream=self.jetstream,
+                         auth=self.auth, tls=self.tls is not None)
                 return url
             await asyncio.sleep(0.02)
         await self.stop()
         raise BusError(f"nats-server did not accept clients within {timeout:g} s; see {log_path}")
+
+    def _write_config(self) -> Path | None:
+        """The config file with the users, permissions and TLS (owner-only: it holds passwords)."""
+        if not self.auth and self.tls is None:
+            return None
+        text = ""
+        if self.auth:
+            text += authorization_block(self.credentials, self.namespace)
+        if self.tls is not None:
+            text += tls_block(self.tls)
+        path = self.data_dir / "nats.conf"
+        path.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode: start from none
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
 
     def _read_ports(self, ports_dir: Path) -> str | None:
         assert self.proc is not None
@@ -127,10 +184,19 @@ class EmbeddedServer:
         except (OSError, ValueError):
             return None
         urls = ports.get("nats") or []
-        return str(urls[0]) if urls else None
+        if not urls:
+            return None
+        # Listening on every interface, the server lists an address per interface: local clients
+        # (the runtime file) take the loopback one.
+        url = next((str(u) for u in urls if is_loopback(str(u).split("://", 1)[-1].rsplit(":", 1)[0])),
+                   str(urls[0]))
+        if self.tls is not None:
+            # Clients must start TLS at once; the tls:// scheme tells nats-py (and others) so.
+            url = "tls://" + url.split("://", 1)[-1]
+        return url
 
     async def _accepts(self, url: str) -> bool:
-        host, port = url.removeprefix("nats://").rsplit(":", 1)
+        host, port = url.split("://", 1)[-1].rsplit(":", 1)
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
         except (OSError, TimeoutError):

@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import nats
 
@@ -67,6 +68,16 @@ async def observe(url: str, ns: str, levels_every: float) -> None:
         await nc.drain()
 
 
+def with_role(runtime: dict[str, Any], role: str) -> str | None:
+    """The runtime file's URL with the credentials of `role` (a brain's own server requires them)."""
+    url = runtime.get("url")
+    cred = (runtime.get("credentials") or {}).get(role)
+    if not url or not cred:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{quote(cred['user'], safe='')}:{quote(cred['password'], safe='')}@{rest}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description="Print a brain's motor actions, broadcasts and hormone levels.")
     p.add_argument("--nats", help="NATS URL (default: NATS_URL, then .brainbus/runtime.json here)")
@@ -79,7 +90,7 @@ def main() -> None:
         runtime = json.loads(Path(".brainbus/runtime.json").read_text())
     except (OSError, ValueError):
         pass
-    url = args.nats or os.environ.get("NATS_URL") or runtime.get("url")
+    url = args.nats or os.environ.get("NATS_URL") or with_role(runtime, "observer")
     if not url:
         raise SystemExit("no NATS URL: pass --nats, set NATS_URL, or start `brainbus run` in this directory")
     try:

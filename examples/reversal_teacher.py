@@ -46,6 +46,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import nats
 
@@ -182,10 +183,24 @@ def resolve_connection(url: str | None, namespace: str | None) -> tuple[str, str
         runtime = json.loads(Path(".brainbus/runtime.json").read_text())
     except (OSError, ValueError):
         pass
-    url = url or os.environ.get("NATS_URL") or runtime.get("url")
+    url = url or os.environ.get("NATS_URL") or with_role(runtime, "admin")
     if not url:
         raise SystemExit("no NATS URL: pass --nats, set NATS_URL, or start `brainbus run` in this directory")
     return url, namespace or runtime.get("namespace") or "brain"
+
+
+def with_role(runtime: dict[str, Any], role: str) -> str | None:
+    """The runtime file's URL with the credentials of `role` (a brain's own server requires them).
+
+    `admin` reads everything the teacher watches (motor.action, region.motor.out) and sends
+    stimuli and rewards; `brainbus creds --role ROLE` prints the same for any client.
+    """
+    url = runtime.get("url")
+    cred = (runtime.get("credentials") or {}).get(role)
+    if not url or not cred:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{quote(cred['user'], safe='')}:{quote(cred['password'], safe='')}@{rest}"
 
 
 class Teacher:

@@ -2,6 +2,8 @@
 
 Each reward is compared with a running expectation (regions.valence); punishment streaks raise
 stress, large prediction errors are surprises. Both go to the hormone system as events.
+In deterministic mode rewards come in order through the thalamus (regions.intake) and stress
+relaxes one logical step per reward instead of with the wall clock.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import time
 from typing import Any
 
 from actors.actor import Actor, every, on
+from actors.determinism import INTAKE, STEP_S
 from bus import Meta
 from bus.models import NeuromodEvent, RegionOutput, Reward
+from regions.intake import relayed_reward
 from regions.valence import Amygdala as ValenceCore
 
 __all__ = ["Amygdala"]
@@ -24,9 +28,21 @@ class Amygdala(Actor):
         self.core = ValenceCore()
         self.last_step = time.monotonic()
         self.out_subject = self.bus.subjects.region_out(self.name)
+        if self.deterministic:
+            await self.listen(f"region.{INTAKE}.out", Amygdala.relayed)
 
     @on("feedback.reward")
     async def outcome(self, msg: Reward, meta: Meta) -> None:
+        if not self.deterministic:  # else the thalamus relays it, in order with the stimuli
+            await self._outcome(msg)
+
+    async def relayed(self, msg: RegionOutput, meta: Meta) -> None:
+        reward = relayed_reward(msg)
+        if reward is not None:
+            self.core.step(STEP_S)
+            await self._outcome(reward)
+
+    async def _outcome(self, msg: Reward) -> None:
         report = self.core.observe(msg.value)
         sid = msg.stimulus_id
         for event in report.events:
@@ -40,6 +56,8 @@ class Amygdala(Actor):
 
     @every(1.0)
     async def relax(self) -> None:
+        if self.deterministic:
+            return  # relaxation runs on the logical clock (`relayed`)
         now = time.monotonic()
         self.core.step(now - self.last_step)
         self.last_step = now

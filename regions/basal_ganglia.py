@@ -28,9 +28,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.actor import on
+from actors.determinism import INTAKE
 from bus import Meta
 from bus.errors import BadInput
 from bus.models import Broadcast, EnvActions, MemReplay, NeuromodEvent, RegionOutput, Reward, Vector
+from regions.intake import relayed_reward
 from regions.modulated import Modulated
 from regions.selection import ActorCritic
 
@@ -48,10 +50,13 @@ class BasalGangliaOptions(BaseModel):
     #: Log-odds added per unit of (recall score x remembered reward) of a recalled episode.
     episodic_gain: Annotated[float, Field(ge=0, le=100)] = 4.0
     #: Deliberation: seconds a choice waits after its context for episodic evidence (0 = none).
+    #: Listen to recalled episodes (`gw.broadcast` of kind episode) and sleep replay (`mem.replay`):
+    #: for a brain with a hippocampus. Off, those messages are not even received.
+    episodic: bool = False
     episodic_wait_s: Annotated[float, Field(ge=0, le=1)] = 0.0
     #: Learning rate of sleep replay (`NS.mem.replay`); 0 ignores replays.
     replay_lr: Annotated[float, Field(ge=0, le=1)] = 0.1
-    context_source: str = "prefrontal"
+    context_source: Annotated[str, Field(pattern=r"^[a-z0-9_-]+$")] = "prefrontal"
     seed: int = 0
 
 
@@ -64,6 +69,8 @@ class BasalGanglia(Modulated):
         self.init_modulation()
         o = self.options
         self.ac = ActorCritic(o.dim, trace_decay=o.trace_decay, actor_decay=o.actor_decay, seed=o.seed)
+        if self.deterministic:  # rewards come in order through the thalamus (regions.intake)
+            await self.listen(f"region.{INTAKE}.out", BasalGanglia.relayed)
         self.env: str | None = None
         self.choices: OrderedDict[str, str] = OrderedDict()  # stimulus id -> action chosen
         self.episodic: OrderedDict[str, dict[str, float]] = OrderedDict()  # stimulus id -> bias
@@ -86,7 +93,7 @@ class BasalGanglia(Modulated):
         self.told_no_actions = False
         self.log.info("basal_ganglia.repertoire", actions=msg.actions, env=msg.env)
 
-    @on("gw.broadcast")
+    @on("gw.broadcast", when="episodic")
     async def recalled(self, msg: Broadcast, meta: Meta) -> None:
         """A recalled episode about the current stimulus becomes evidence for its action."""
         if msg.kind != "episode" or not msg.stimulus_id:
@@ -107,7 +114,7 @@ class BasalGanglia(Modulated):
         while len(self.episodic) > _REMEMBERED_CHOICES:
             self.episodic.popitem(last=False)
 
-    @on("region.*.out")
+    @on("region.{context_source}.out")
     async def context(self, msg: RegionOutput, meta: Meta) -> None:
         if msg.kind != "context" or msg.region != self.options.context_source or msg.vector is None:
             return
@@ -163,6 +170,16 @@ class BasalGanglia(Modulated):
 
     @on("feedback.reward")
     async def rewarded(self, msg: Reward, meta: Meta) -> None:
+        if not self.deterministic:  # else the thalamus relays it, in order with the stimuli
+            await self._reward(msg)
+
+    async def relayed(self, msg: RegionOutput, meta: Meta) -> None:
+        """Deterministic mode: a reward relayed by the thalamus (regions.intake)."""
+        reward = relayed_reward(msg)
+        if reward is not None:
+            await self._reward(reward)
+
+    async def _reward(self, msg: Reward) -> None:
         if msg.action is not None and msg.action not in self.ac.actions:
             raise BadInput(f"reward names action {msg.action!r}, which is not in the declared repertoire "
                            f"{self.ac.actions}")
@@ -183,7 +200,7 @@ class BasalGanglia(Modulated):
             region=self.name, kind="outcome", stimulus_id=sid,
             data={"action": self.choices.get(sid), "reward": msg.value, "rpe": rpe}), stimulus_id=sid)
 
-    @on("mem.replay")
+    @on("mem.replay", when="episodic")
     async def replayed(self, msg: MemReplay, meta: Meta) -> None:
         """Sleep replay: learn from a remembered episode as if its percept came alone."""
         lr = self.options.replay_lr
@@ -198,7 +215,9 @@ class BasalGanglia(Modulated):
             raise BadInput("replayed key is all zeros")
         # The percept half carries the unit-length content, as the prefrontal context does.
         context = torch.cat([key / norm, torch.zeros_like(key)]) / math.sqrt(2.0)
-        self.ac.replay(context, msg.action, msg.reward, lr=lr)
+        # No weight decay on replay: downscaling everything at each of hundreds of replays erased
+        # more of the older task than rehearsal restored (measured, tests/integration/test_episodic.py).
+        self.ac.replay(context, msg.action, msg.reward, lr=lr, decay=False)
         self.replays += 1
 
     def snapshot(self) -> dict[str, Any]:

@@ -35,7 +35,7 @@ class MotorOptions(BaseModel):
     max_nogo: Annotated[int, Field(ge=1, le=1000)] = 3
     #: Longest wait of a choice that is far below the threshold.
     max_hold_s: Annotated[float, Field(ge=0, le=10)] = 0.2
-    choice_source: str = "basal_ganglia"
+    choice_source: Annotated[str, Field(pattern=r"^[a-z0-9_-]+$")] = "basal_ganglia"
 
 
 class Motor(Modulated):
@@ -53,7 +53,7 @@ class Motor(Modulated):
         self.held_total = 0
         self.out_subject = self.bus.subjects.region_out(self.name)
 
-    @on("region.*.out")
+    @on("region.{choice_source}.out")
     async def choice(self, msg: RegionOutput, meta: Meta) -> None:
         if msg.kind != "choice" or msg.region != self.options.choice_source or not msg.stimulus_id:
             return

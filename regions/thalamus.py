@@ -7,6 +7,11 @@ stimuli lose their orienting response and recover with time) that the cortex app
 novelty part of its bid. While the brain sleeps, intake is gated: stimuli are dropped and counted.
 The percept goes out on `NS.region.<name>.out`, carrying the stimulus id that everything
 downstream will name.
+
+In deterministic mode (actors.determinism) the thalamus is the brain's one intake: stimuli and
+rewards queue here (regions.intake) and go in one at a time. Before each stimulus the hormone
+system settles, so every region reads the same levels for it; rewards are relayed on
+`NS.region.<name>.out` (kind `reward`) to the regions that learn from them.
 """
 
 from __future__ import annotations
@@ -14,16 +19,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.actor import Actor, ActorState, on
+from actors.determinism import SETTLE_SUBJECT, STEP_S
 from bus import Meta
-from bus.errors import BadInput
-from bus.models import RegionOutput, TextStimulus, VectorStimulus
+from bus.errors import BadInput, NoRespondersError, RequestTimeout
+from bus.models import MotorAction, NeuromodLevels, RegionOutput, Reward, SysError, TextStimulus, VectorStimulus
 from regions.encoders import HashingEncoder, MicroBatcher, MiniLMEncoder
+from regions.intake import Input, IntakeQueue
 from regions.plasticity import Habituation
 
 __all__ = ["Thalamus"]
@@ -40,6 +48,10 @@ class ThalamusOptions(BaseModel):
     habituation_rate: Annotated[float, Field(ge=0, le=1)] = 0.3
     habituation_recovery_s: Annotated[float, Field(gt=0)] = 30.0
     seed: int = 0
+    #: Deterministic mode: the regions that acknowledge a relayed reward (their `outcome` or
+    #: `valence` output), and how long an input may stay in flight before it is given up.
+    reward_acks: list[str] = Field(default_factory=lambda: ["basal_ganglia", "amygdala"])
+    input_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
 
 
 class Thalamus(Actor):
@@ -61,10 +73,17 @@ class Thalamus(Actor):
         self.hashing = HashingEncoder(dim=o.dim, seed=o.seed)
         self.habituation = Habituation(rate=o.habituation_rate, recovery_tau_s=o.habituation_recovery_s)
         self._ids = itertools.count(1)
-        self._id_prefix = f"{self.name}-{os.getpid():x}-"
+        # Deterministic ids in deterministic mode: a replayed session names its stimuli the same.
+        self._id_prefix = f"{self.name}-" if self.deterministic else f"{self.name}-{os.getpid():x}-"
         self.out_subject = self.bus.subjects.region_out(self.name)
         self.perceived = 0
         self.gated = 0
+        self.inputs: IntakeQueue | None = None
+        if self.deterministic:
+            self.inputs = IntakeQueue(o.input_timeout_s)
+            for subject, handler in (("feedback.reward", Thalamus.rewarded), ("motor.action", Thalamus.answered),
+                                     ("region.*.out", Thalamus.region_said), ("sys.error", Thalamus.errored)):
+                await self.listen(subject, handler)
 
     async def on_stop(self) -> None:
         if self.batcher is not None:
@@ -76,25 +95,107 @@ class Thalamus(Actor):
     @on("stim.text")
     async def heard(self, msg: TextStimulus, meta: Meta) -> None:
         sid = self._stimulus_id(msg.id)
-        if self._asleep(sid):
+        if self.inputs is not None:
+            await self._enqueue(sid, partial(self._take_text, sid, msg))
             return
+        await self._take_text(sid, msg)
+
+    async def _take_text(self, sid: str, msg: TextStimulus) -> bool:
+        if self._asleep(sid):
+            return False
         if self.batcher is not None:
             vector = await self.batcher.encode(msg.text)
         else:
             vector = self.hashing.encode([msg.text])[0]
         await self._relay(sid, "text", vector, {"text": msg.text[:200]})
+        return True
 
     @on("stim.vector")
     async def sensed(self, msg: VectorStimulus, meta: Meta) -> None:
         if msg.vector.size != self.options.dim:
             raise BadInput(f"vector has {msg.vector.size} dimensions; this brain expects {self.options.dim}")
-        sid = self._stimulus_id(msg.id)
-        if self._asleep(sid):
-            return
         norm = float(np.linalg.norm(msg.vector))
         if norm == 0.0:
             raise BadInput("vector is all zeros: it has no direction to perceive")
-        await self._relay(sid, msg.modality, msg.vector / norm, {})
+        sid = self._stimulus_id(msg.id)
+        if self.inputs is not None:
+            await self._enqueue(sid, partial(self._take_vector, sid, msg.modality, msg.vector / norm))
+            return
+        await self._take_vector(sid, msg.modality, msg.vector / norm)
+
+    async def _take_vector(self, sid: str, modality: str, vector: np.ndarray) -> bool:
+        if self._asleep(sid):
+            return False
+        await self._relay(sid, modality, vector, {})
+        return True
+
+    # ---------------------------------------------------------------- deterministic intake
+
+    async def _enqueue(self, sid: str, take: Any) -> None:
+        assert self.inputs is not None
+
+        async def release() -> bool:
+            await self._settle(sid)
+            taken: bool = await take()
+            if taken:
+                self.call_later(self.options.input_timeout_s, "input_expired")
+            return taken
+
+        self.inputs.add(Input("stimulus", sid, release))
+        await self.inputs.pump()
+
+    async def _settle(self, sid: str) -> None:
+        """Ask the hormone system to apply the events of the last input and publish its levels
+        before this stimulus goes in (no hormone system: nothing to wait for)."""
+        try:
+            await self.bus.request(SETTLE_SUBJECT, RegionOutput(region=self.name, kind="settle", stimulus_id=sid),
+                                   NeuromodLevels, timeout=2.0, stimulus_id=sid)
+        except NoRespondersError:
+            return
+        except RequestTimeout:
+            self.log.warning("thalamus.settle_timeout", stimulus_id=sid)
+
+    async def rewarded(self, msg: Reward, meta: Meta) -> None:
+        """A reward from the world: queued behind the stimuli that came before it."""
+        assert self.inputs is not None
+
+        async def release() -> bool:
+            await self.publish(self.out_subject, RegionOutput(
+                region=self.name, kind="reward", stimulus_id=msg.stimulus_id,
+                data={"value": msg.value, "action": msg.action}), stimulus_id=msg.stimulus_id)
+            self.call_later(self.options.input_timeout_s, "input_expired")
+            return True
+
+        self.inputs.add(Input("reward", msg.stimulus_id, release, set(self.options.reward_acks)))
+        await self.inputs.pump()
+
+    async def answered(self, msg: MotorAction, meta: Meta) -> None:
+        await self._finished(self.inputs is not None and self.inputs.stimulus_finished(msg.stimulus_id))
+
+    async def region_said(self, msg: RegionOutput, meta: Meta) -> None:
+        assert self.inputs is not None
+        if msg.kind in ("outcome", "valence"):
+            await self._finished(self.inputs.acknowledged(msg.region))
+        elif msg.kind == "no_ignition":  # the workspace let the stimulus go: no action will come
+            await self._finished(self.inputs.stimulus_finished(msg.stimulus_id))
+
+    async def errored(self, msg: SysError, meta: Meta) -> None:
+        """A region rejected the input in flight (or reported it cannot answer it): it is finished."""
+        assert self.inputs is not None
+        done = self.inputs.acknowledged(msg.actor) or self.inputs.stimulus_finished(msg.stimulus_id)
+        await self._finished(done)
+
+    async def input_expired(self) -> None:
+        assert self.inputs is not None
+        given_up = self.inputs.expired()
+        if given_up is not None:
+            self.log.warning("thalamus.input_timeout", kind=given_up.kind, stimulus_id=given_up.stimulus_id,
+                             waiting_for=sorted(given_up.pending_acks))
+            await self.inputs.pump()
+
+    async def _finished(self, done: bool) -> None:
+        if done and self.inputs is not None:
+            await self.inputs.pump()
 
     def _asleep(self, stimulus_id: str) -> bool:
         """Intake is gated during sleep; the stimulus is counted, not processed."""
@@ -107,7 +208,8 @@ class Thalamus(Actor):
 
     async def _relay(self, stimulus_id: str, modality: str, vector: np.ndarray, data: dict[str, Any]) -> None:
         self.perceived += 1
-        habituation = self.habituation.gain(vector)
+        # Deterministic mode: habituation recovers on the logical clock, one step per stimulus.
+        habituation = self.habituation.gain(vector, now=self.perceived * STEP_S if self.deterministic else None)
         out = RegionOutput(region=self.name, kind="percept", stimulus_id=stimulus_id, vector=vector,
                            data={"modality": modality, "habituation": round(habituation, 4), **data})
         await self.publish(self.out_subject, out, stimulus_id=stimulus_id)
@@ -117,4 +219,7 @@ class Thalamus(Actor):
                                  "encoder": self.options.encoder}
         if self.batcher is not None:
             stats["mean_batch"] = round(self.batcher.stats.mean_batch_size, 2)
+        if self.inputs is not None:
+            stats.update(queued=len(self.inputs.queue), released=self.inputs.released,
+                         input_timeouts=self.inputs.timeouts)
         return stats

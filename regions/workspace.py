@@ -5,6 +5,11 @@ A cycle starts when the first bid arrives at an idle workspace and closes `windo
 competition (regions.competition) has limited capacity, an ignition threshold that
 norepinephrine lowers, a refractory period and inhibition of return. Every decision is logged
 with its reasons (`--log-level debug` shows each cycle) and carried in the broadcast.
+
+In deterministic mode (actors.determinism) a cycle closes when `expected_bids` bids of one
+stimulus are in (one per sensory area that takes its modality), not when a timer fires, and its
+clock advances `window_s` per cycle; a stimulus whose bids all lost is reported on
+`NS.region.<name>.out` (kind `no_ignition`) so the thalamus can take the next one.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from actors.actor import on
 from bus import Meta
-from bus.models import Bid, Broadcast
+from bus.models import Bid, Broadcast, RegionOutput
 from regions import competition
 from regions.modulated import Modulated
 
@@ -38,6 +43,10 @@ class WorkspaceOptions(BaseModel):
     carry_over_s: Annotated[float, Field(ge=0, le=10)] = 0.25
     #: `false` is the "workspace bypassed" ablation: every bid is broadcast at once, no competition.
     compete: bool = True
+    #: Deterministic mode: bids of one stimulus that close a cycle (one per area that bids on it).
+    expected_bids: Annotated[int, Field(ge=1, le=64)] = 1
+    #: Deterministic mode: a cycle still short of its bids after this long closes anyway.
+    overdue_s: Annotated[float, Field(gt=0, le=60)] = 1.0
 
 
 class GlobalWorkspace(Modulated):
@@ -58,6 +67,12 @@ class GlobalWorkspace(Modulated):
         self.next_bid_id = 0
         self.broadcasts = 0
         self.verdicts: Counter[str] = Counter()
+        self.clock = 0.0  # deterministic mode: logical seconds, one window per cycle
+        self.cycles_opened = 0
+        self.opened_cycle = 0
+
+    def _now(self) -> float:
+        return self.clock if self.deterministic else time.monotonic()
 
     @on("gw.bid")
     async def bid(self, msg: Bid, meta: Meta) -> None:
@@ -66,7 +81,17 @@ class GlobalWorkspace(Modulated):
             await self._broadcast(self.broadcasts, msg.source, msg.kind, msg.salience, msg.content,
                                   msg.stimulus_id, [], {"bypassed": True, **msg.detail})
             return
-        self._submit(msg, time.monotonic())
+        self._submit(msg, self._now())
+        if self.deterministic and msg.stimulus_id is not None and self.cycle_open and sum(
+                1 for _, b in self.arrived.values() if b.stimulus_id == msg.stimulus_id) >= self.options.expected_bids:
+            await self.close_cycle()
+
+    async def close_overdue(self) -> None:
+        """Deterministic mode: close a cycle whose expected bids did not all come (a region down)."""
+        if self.cycle_open and self.opened_cycle == self.cycles_opened \
+                and time.monotonic() - self.opened_at >= self.options.overdue_s - 1e-3:
+            self.log.warning("workspace.cycle_overdue", bids=len(self.arrived))
+            await self.close_cycle()
 
     def _submit(self, msg: Bid, arrived: float) -> None:
         self.next_bid_id += 1
@@ -77,11 +102,20 @@ class GlobalWorkspace(Modulated):
         if not self.cycle_open:
             self.cycle_open = True
             self.opened_at = time.monotonic()
-            self.call_later(self.options.window_s, "close_cycle")
+            self.cycles_opened += 1
+            self.opened_cycle = self.cycles_opened
+            if self.deterministic:
+                self.call_later(self.options.overdue_s, "close_overdue")
+            else:
+                self.call_later(self.options.window_s, "close_cycle")
 
     async def close_cycle(self) -> None:
+        if not self.cycle_open:
+            return  # closed already (deterministic mode closes on the last expected bid)
         self.cycle_open = False
-        now = time.monotonic()
+        if self.deterministic:
+            self.clock += max(self.options.window_s, 1e-3)
+        now = self._now()
         decision = self.ws.compete(now, threshold_shift=self.mod.ignition_threshold_shift)
         carried = []
         for outcome in (*decision.winners, *decision.losers):
@@ -108,6 +142,19 @@ class GlobalWorkspace(Modulated):
                                    "reasons": list(decision.reasons)[:8]})
         for msg, arrived in carried:
             self._submit(msg, arrived)
+        if self.deterministic:
+            await self._report_no_ignition(decision, {m.stimulus_id for m, _ in carried})
+
+    async def _report_no_ignition(self, decision: competition.Decision, carried: set[str | None]) -> None:
+        """Name each stimulus of this cycle that nothing was broadcast for and that is not
+        competing again: no action will come for it."""
+        ignited = {o.bid.stimulus_id for o in decision.winners}
+        lost = sorted({o.bid.stimulus_id for o in decision.losers if o.bid.stimulus_id is not None}
+                      - ignited - carried)
+        for sid in lost:
+            await self.publish(self.bus.subjects.region_out(self.name), RegionOutput(
+                region=self.name, kind="no_ignition", stimulus_id=sid,
+                data={"cycle": decision.cycle, "threshold": decision.threshold}), stimulus_id=sid)
 
     async def _broadcast(self, cycle: int, source: str, kind: str, salience: float, content: Any,
                          stimulus_id: str | None, beat: list[dict[str, Any]], detail: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input, Static
 
+from bus.auth import redact_url
 from bus.errors import BrainbusError
 from tui.feed import BusFeed
 from tui.help import HelpScreen
@@ -76,11 +77,11 @@ class BrainApp(App[int]):
                  state: BrainState | None = None, clock: Callable[[], float] = time.time,
                  refresh_hz: float = 4.0) -> None:
         super().__init__()
-        self.url = url
+        self.url = redact_url(url)  # shown on screen: without the password the URL may carry
         self.namespace = namespace
         self.clock = clock
         self.refresh_hz = refresh_hz
-        self.state = state if state is not None else BrainState(namespace, url=url)
+        self.state = state if state is not None else BrainState(namespace, url=self.url)
         self.feed = BusFeed(url, namespace, self.state, clock=clock) if connect else None
         self.ticks = 0
         self._last_status: Text | None = None

@@ -65,7 +65,8 @@ async def run(args: argparse.Namespace) -> int:
     """
     from tui.app import BrainApp
 
-    url, namespace = resolve_connection(args.nats, args.namespace)
+    # Admin: the TUI pauses and resumes actors as well as watching and sending stimuli.
+    url, namespace = resolve_connection(args.nats, args.namespace, role="admin")
     log_to_file(args.log_file)
     app = BrainApp(url, namespace, refresh_hz=args.refresh)
     await app.run_async()

@@ -17,6 +17,7 @@ from typing import Protocol
 import structlog
 
 from bus import Bus, ConnState, CtlReply, CtlRequest, Reward, TextStimulus
+from bus.auth import redact_url
 from bus.errors import BrainbusError, BusError
 from tui.state import ActionRow, BrainState
 
@@ -48,7 +49,8 @@ class BusFeed:
 
     def __init__(self, url: str, namespace: str, state: BrainState, *,
                  clock: Callable[[], float] = time.time) -> None:
-        self.url = url
+        self.url = redact_url(url)  # shown and logged: without the password the URL may carry
+        self._url = url
         self.namespace = namespace
         self.state = state
         self.clock = clock
@@ -60,7 +62,7 @@ class BusFeed:
     async def run(self) -> None:
         """Connect (retrying until it works or `close` is called) and subscribe to `NS.>`."""
         while not self._closed:
-            bus = Bus(self.url, namespace=self.namespace, name="brainbus-tui", source="tui")
+            bus = Bus(self._url, namespace=self.namespace, name="brainbus-tui", source="tui")
             bus.on_state(self._on_state)
             try:
                 await bus.connect(timeout=2.0)

@@ -91,4 +91,5 @@ class Panel(Vertical):
         return True
 
     def show(self, state: BrainState, now: float) -> None:
-        raise NotImplementedError
+        """Redraw from `state`; every panel defines its own (this base class draws nothing)."""
+        raise NotImplementedError(f"{type(self).__name__} must define show()")
