@@ -26,8 +26,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# Each prints a table and writes bench-results/NAME.json; drop --quick for the full runs
+# (memory at 10^6 episodes, cognition with 4 phases x 160 trials).
 bench: $(STAMP)
 	$(VENV)/bin/brainbus bench bus
+	$(VENV)/bin/brainbus bench latency
+	$(VENV)/bin/brainbus bench memory --quick
+	$(VENV)/bin/brainbus bench cognition --quick
 
 soak: $(STAMP)
 	$(PY) -m pytest -m soak
