@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from actors import creds, recordcmd
+from actors.argtypes import count, positive
 from actors.logs import configure_logging
 from bus.errors import BadInput, BrainbusError
 from tui import cli as tui_cli
@@ -17,26 +18,6 @@ __all__ = ["main"]
 
 BENCHMARK_NAMES = ("bus", "latency", "memory", "cognition")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,19 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     connected(sb)
     sb.add_argument("pattern", help="subject pattern, wildcards allowed (gw.>, sys.heartbeat.*)")
     sb.add_argument("--json", action="store_true", help="one JSON object per line, vectors in full")
-    sb.add_argument("--count", type=_count, default=0, help="stop after N messages (0 = forever)")
-    sb.add_argument("--timeout", type=_positive, help="stop after this many seconds")
+    sb.add_argument("--count", type=count, default=0, help="stop after N messages (0 = forever)")
+    sb.add_argument("--timeout", type=positive, help="stop after this many seconds")
 
     req = sub.add_parser("req", help="send a request and print the reply (all replies for sys.ctl.all)")
     connected(req)
     req.add_argument("subject")
     req.add_argument("data", nargs="?", help="request body (default: read standard input)")
-    req.add_argument("--timeout", type=_positive, default=2.0)
+    req.add_argument("--timeout", type=positive, default=2.0)
     req.add_argument("--gather", action="store_true", help="collect every reply until the timeout")
 
     st = sub.add_parser("status", help="live actors, from their heartbeats")
     connected(st)
-    st.add_argument("--wait", type=_positive, default=1.5, help="seconds to listen for heartbeats")
+    st.add_argument("--wait", type=positive, default=1.5, help="seconds to listen for heartbeats")
     st.add_argument("--json", action="store_true")
 
     tui_cli.add_parser(sub)

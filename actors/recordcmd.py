@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import signal
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from actors.argtypes import count, non_negative
 from bus.client import Bus
 from bus.errors import BadInput
 from bus.recording import Recorder, RecordingError, read_recording, replay
@@ -35,26 +35,6 @@ __all__ = ["add_parser", "run"]
 log = structlog.get_logger("actors.recordcmd")
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def add_parser(subparsers: Any) -> None:
     """Add `record` and `replay` to `brainbus`'s subparsers."""
     rec: argparse.ArgumentParser = subparsers.add_parser(
@@ -62,13 +42,13 @@ def add_parser(subparsers: Any) -> None:
     rec.add_argument("file", type=Path, help="the recording to write (JSON lines)")
     rec.add_argument("--subjects", nargs="+", action="extend", metavar="PATTERN",
                      help="subject patterns, relative to the namespace (default: everything, NS.>)")
-    rec.add_argument("--count", type=_count, default=0, help="stop after N messages (0 = no limit)")
-    rec.add_argument("--duration", type=_non_negative, default=0.0,
+    rec.add_argument("--count", type=count, default=0, help="stop after N messages (0 = no limit)")
+    rec.add_argument("--duration", type=non_negative, default=0.0,
                      help="stop after this many seconds (0 = until Ctrl-C)")
     rep: argparse.ArgumentParser = subparsers.add_parser(
         "replay", help="publish a recording again, with its timing scaled")
     rep.add_argument("file", type=Path, help="a recording made by `brainbus record`")
-    rep.add_argument("--rate", type=_non_negative, default=1.0,
+    rep.add_argument("--rate", type=non_negative, default=1.0,
                      help="speed: 2 = twice as fast, 0 = as fast as possible (default: 1)")
     rep.add_argument("--loop", action="store_true", help="start again at the end, until Ctrl-C")
     rep.add_argument("--subjects", nargs="+", action="extend", metavar="PATTERN",

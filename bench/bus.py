@@ -5,6 +5,8 @@ so only ratios measured side by side mean anything):
 1. publish→subscribe throughput of small control messages (typed models vs the same JSON bytes);
 2. the same for 384-d float32 embeddings (typed model with the binary vector encoding vs the
    vector's raw 1536 bytes), plus the on-wire size of one message;
+   both measured twice: publisher and subscriber in one process (sharing one core), and in two
+   processes (an agent process publishing to a brain process, as the bus is used);
 3. request/reply latency p50 (typed request and reply models vs raw bytes).
 Rounds alternate raw and typed; the median of the rounds is reported.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -129,6 +132,83 @@ async def _typed_latency(url: str, n: int) -> list[float]:
     return lat
 
 
+# The publisher of the two-process measurement: an agent process sending to a brain process is
+# how the bus is used, and there each side has its own core.
+_PUBLISHER = """
+import asyncio, sys
+import nats, numpy as np
+from bus import Bus, RegionOutput, Reward, codec
+
+async def main(url, mode, kind, n):
+    if kind == "small":
+        model = Reward(value=0.5, stimulus_id="s-12345", action="left")
+        raw = codec.to_json(model)
+    else:
+        vector = np.random.default_rng(0).standard_normal(384).astype(np.float32)
+        model = RegionOutput(region="cortex", kind="embedding", stimulus_id="s-12345", vector=vector)
+        raw = vector.tobytes()
+    if mode == "raw":
+        nc = await nats.connect(url)
+        async def send():
+            await nc.publish("bench.x.raw", raw)
+        flush, close = nc.flush, nc.close
+    else:
+        bus = Bus(url, namespace="bench", name="bench-typed-pub")
+        await bus.connect()
+        async def send():
+            await bus.publish("x.typed", model, stimulus_id="s-12345")
+        flush, close = bus.flush, bus.close
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for _ in range(n):
+        await send()
+    await flush()
+    await close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+"""
+
+
+async def _two_process_throughput(url: str, mode: str, kind: str, n: int) -> float:
+    """Messages/s received here from a publisher in another process (raw or typed on both ends)."""
+    got = 0
+    done = asyncio.Event()
+
+    def count() -> None:
+        nonlocal got
+        got += 1
+        if got == n:
+            done.set()
+
+    async def raw_cb(msg: Any) -> None:
+        count()
+
+    sub_bus = Bus(url, namespace="bench", name="bench-sub")
+    await sub_bus.connect()
+    if mode == "raw":
+        await sub_bus.nc.subscribe("bench.x.raw", cb=raw_cb, pending_msgs_limit=n + 10)
+    else:
+        model = Reward if kind == "small" else RegionOutput
+
+        def bad(exc: Exception, meta: Meta) -> None:
+            raise AssertionError(f"bench message failed to decode: {exc}")
+
+        await sub_bus.subscribe_direct("x.typed", lambda msg, meta: count(), model=model, on_bad=bad)
+    await sub_bus.flush()
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _PUBLISHER, url, mode, kind, str(n),
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    await proc.stdout.readline()
+    t0 = time.perf_counter()
+    proc.stdin.write(b"go\n")
+    await proc.stdin.drain()
+    await asyncio.wait_for(done.wait(), 120)
+    elapsed = time.perf_counter() - t0
+    await proc.wait()
+    await sub_bus.close()
+    return n / elapsed
+
+
 def _wire_size(body: bytes, headers: dict[str, str] | None) -> int:
     """Bytes of body plus the NATS header block, as nats-py sends them."""
     if not headers:
@@ -147,7 +227,8 @@ async def run_bus_bench(out: Path, *, quick: bool = False) -> dict[str, Any]:
     body, headers = codec.encode(embedding, source="cortex", stimulus_id="s-12345")
     sizes = {"raw_bytes": len(vec_raw), "typed_wire_bytes": _wire_size(body, headers)}
 
-    runs: dict[str, list[float]] = {k: [] for k in ("small_raw", "small_typed", "vec_raw", "vec_typed")}
+    runs: dict[str, list[float]] = {k: [] for k in ("small_raw", "small_typed", "vec_raw", "vec_typed",
+                                                    "x_small_raw", "x_small_typed", "x_vec_raw", "x_vec_typed")}
     lat_raw: list[float] = []
     lat_typed: list[float] = []
     async with EmbeddedServer() as server:
@@ -157,6 +238,9 @@ async def run_bus_bench(out: Path, *, quick: bool = False) -> dict[str, Any]:
             runs["small_typed"].append(await _typed_throughput(url, "small.typed", small, n_small))
             runs["vec_raw"].append(await _raw_throughput(url, "bench.vec.raw", vec_raw, n_vec))
             runs["vec_typed"].append(await _typed_throughput(url, "vec.typed", embedding, n_vec))
+            for kind, n in (("small", n_small), ("vec", n_vec)):
+                for mode in ("raw", "typed"):
+                    runs[f"x_{kind}_{mode}"].append(await _two_process_throughput(url, mode, kind, n))
             lat_raw += await _raw_latency(url, n_req // ROUNDS)
             lat_typed += await _typed_latency(url, n_req // ROUNDS)
 
@@ -166,6 +250,10 @@ async def run_bus_bench(out: Path, *, quick: bool = False) -> dict[str, Any]:
         ("small control msgs/s", med["small_typed"], med["small_raw"], med["small_typed"] / med["small_raw"],
          ">= 0.75"),
         ("384-d embedding msgs/s", med["vec_typed"], med["vec_raw"], med["vec_typed"] / med["vec_raw"], ">= 0.60"),
+        ("  two processes, small", med["x_small_typed"], med["x_small_raw"],
+         med["x_small_typed"] / med["x_small_raw"], ">= 0.75"),
+        ("  two processes, 384-d", med["x_vec_typed"], med["x_vec_raw"], med["x_vec_typed"] / med["x_vec_raw"],
+         ">= 0.60"),
         ("request/reply p50 ms", p50_typed * 1e3, p50_raw * 1e3, p50_typed / p50_raw, "<= 1.30"),
         ("embedding bytes on wire", sizes["typed_wire_bytes"], sizes["raw_bytes"],
          sizes["typed_wire_bytes"] - sizes["raw_bytes"], "< +256 B"),
@@ -178,6 +266,10 @@ async def run_bus_bench(out: Path, *, quick: bool = False) -> dict[str, Any]:
                              "ratio": med["small_typed"] / med["small_raw"], "target": 0.75},
         "embedding_throughput": {"typed": med["vec_typed"], "raw": med["vec_raw"],
                                  "ratio": med["vec_typed"] / med["vec_raw"], "target": 0.6},
+        "two_process_small_throughput": {"typed": med["x_small_typed"], "raw": med["x_small_raw"],
+                                         "ratio": med["x_small_typed"] / med["x_small_raw"], "target": 0.75},
+        "two_process_embedding_throughput": {"typed": med["x_vec_typed"], "raw": med["x_vec_raw"],
+                                             "ratio": med["x_vec_typed"] / med["x_vec_raw"], "target": 0.6},
         "request_p50_ms": {"typed": p50_typed * 1e3, "raw": p50_raw * 1e3, "ratio": p50_typed / p50_raw,
                            "target": 1.3},
         "embedding_wire_bytes": {**sizes, "overhead": sizes["typed_wire_bytes"] - sizes["raw_bytes"],
