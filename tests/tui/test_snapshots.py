@@ -34,7 +34,8 @@ def test_help_screen(snap_compare: SnapCompare) -> None:
 
 def test_flow_of_a_selected_action(snap_compare: SnapCompare) -> None:
     """Tab to the actions table, go down two rows: Flow shows that stimulus (trial-012) and its reward."""
-    assert snap_compare(demo_app(), press=["tab", "tab", "down", "down"], terminal_size=SIZE, run_before=settled)
+    keys = ["tab", "tab", "down", "down"]
+    assert snap_compare(demo_app(), press=keys, terminal_size=SIZE, run_before=settled)
 
 
 def test_unreachable_banner(snap_compare: SnapCompare) -> None:
