@@ -25,8 +25,9 @@ _ns = itertools.count(1)
 
 
 def env() -> dict[str, str]:
-    """The user's environment without NATS_URL; the repo on the path for `tests.actors_for_tests`."""
-    e = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    """The user's environment without NATS_URL or inherited brain credentials; the repo on the path
+    (for `tests.actors_for_tests`)."""
+    e = {k: v for k, v in os.environ.items() if k != "NATS_URL" and not k.startswith("BRAINBUS_")}
     e["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), e.get("PYTHONPATH", "")) if p)
     return e
 

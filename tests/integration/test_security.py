@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -38,9 +37,7 @@ from bus.auth import (
 )
 from bus.errors import BadInput, BusError, ConfigError
 from bus.runtime import Runtime, resolve_connection, write_runtime
-
-BRAINBUS = Path(sys.executable).parent / "brainbus"
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.test_cli import BRAINBUS, cli, env, wait_until
 
 LIGHT_CONFIG = (
     "supervisor: {heartbeat_interval: 0.5}\n"
@@ -48,32 +45,6 @@ LIGHT_CONFIG = (
     "  thalamus: {kind: thalamus, options: {dim: 64, encoder: hashing}}\n"
     "  echo: {kind: 'tests.actors_for_tests:Echo'}\n"
 )
-
-
-def env() -> dict[str, str]:
-    """The user's environment without NATS_URL or inherited credentials; the repo on the path."""
-    e = {k: v for k, v in os.environ.items() if k != "NATS_URL" and not k.startswith("BRAINBUS_")}
-    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), e.get("PYTHONPATH", "")) if p)
-    return e
-
-
-def cli(*args: str, cwd: Path, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BRAINBUS), *args], cwd=cwd, env=env(), capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def wait_until(cond: Callable[[], Any], *, within: float, what: str,
-               proc: subprocess.Popen[str] | None = None) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = cond()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"brainbus exited with {proc.returncode} while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class SecureBrain:
