@@ -179,8 +179,9 @@ class BrainApp(App[int]):
         if (st.conn == "connected" and not st.actors and st.connected_at is not None
                 and now - st.connected_at > NO_BRAIN_AFTER_S):
             ns = self.namespace
-            return (f"connected to NATS at {self.url}, but no actor heartbeats on {ns}.sys.heartbeat.* — "
-                    f"no brain is running in namespace {ns!r}. Start one with `brainbus run`.")
+            return (f"connected to NATS at {self.url}, but no actor heartbeats on {ns}.sys.heartbeat.* yet: "
+                    f"a brain still starting (loading its language model) appears here within seconds; "
+                    f"otherwise none runs in namespace {ns!r} — start one with `brainbus run`.")
         return None
 
     # ---------------------------------------------------------------- input and selection

@@ -182,7 +182,7 @@ async def test_no_nats_and_no_brain_give_a_clear_message(nats_server: EmbeddedSe
         await wait_for(pilot, lambda: app.state.conn == "connected", "connection")
         assert app.state.connected_at is not None
         app.state.connected_at -= 10  # as if 10 s had passed with no heartbeat
-        await wait_for(pilot, lambda: "no brain is running" in banner(app), "no-brain banner")
+        await wait_for(pilot, lambda: "none runs in namespace" in banner(app), "no-brain banner")
 
 
 async def test_help_lists_every_key(nats_server: EmbeddedServer, namespace: str) -> None:
