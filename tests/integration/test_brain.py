@@ -45,12 +45,15 @@ class Recorder:
 
 
 async def start_brain(
-    bus: Bus, tmp_path: Path, **actor_options: dict[str, Any]
+    bus: Bus, tmp_path: Path, *, top: dict[str, Any] | None = None, **actor_options: dict[str, Any]
 ) -> tuple[Supervisor, asyncio.Task[None]]:
+    """The small config in-process on `bus`'s namespace; `top` overrides top-level keys of the config,
+    `actor_options` the options of named actors. Returns once every actor heartbeats."""
     config = load_config(SMALL)
     data = config.model_dump()
     data["namespace"] = bus.subjects.ns
     data["data_dir"] = str(tmp_path)
+    data.update(top or {})
     for name, options in actor_options.items():
         data["actors"][name]["options"].update(options)
     config = BrainConfig.model_validate(data)

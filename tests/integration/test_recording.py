@@ -19,12 +19,12 @@ import orjson
 import pytest
 
 from actors.cli import build_parser
-from actors.config import BrainConfig, load_config
 from actors.recordcmd import run as record_run
 from actors.supervisor import Supervisor
 from bus import Bus, EmbeddedServer, EnvActions, Meta, MotorAction, RegionOutput, Reward, TextStimulus, codec
 from bus.recording import RecordedMessage, Recorder, RecordingError, read_recording, replay
 from tests.actors_for_tests import eventually
+from tests.integration.test_brain import start_brain
 
 SMALL = Path(__file__).resolve().parents[2] / "configs" / "small.yaml"
 REPO = Path(__file__).resolve().parents[2]
@@ -32,20 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 async def start_deterministic_brain(bus: Bus, data_dir: Path) -> tuple[Supervisor, asyncio.Task[None]]:
     """The small config (hashing encoder) with `deterministic: true`, in-process, on `bus`'s namespace."""
-    data = load_config(SMALL).model_dump()
-    data.update(namespace=bus.subjects.ns, data_dir=str(data_dir), deterministic=True)
-    config = BrainConfig.model_validate(data)
-    sup = Supervisor.for_actors(bus, config, list(config.actors), None)
-    task = asyncio.ensure_future(sup.run())
-    beats: set[str] = set()
-
-    async def beat(msg: Any, meta: Meta) -> None:
-        beats.add(msg.actor)
-
-    sub = await bus.subscribe("sys.heartbeat.*", beat)
-    await eventually(lambda: beats >= set(config.actors), within=20, what="heartbeats of every actor")
-    await sub.stop()
-    return sup, task
+    return await start_brain(bus, data_dir, top={"deterministic": True})
 
 
 async def stop_brain(sup: Supervisor, task: asyncio.Task[None]) -> None:
