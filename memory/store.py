@@ -23,6 +23,7 @@ import numpy.typing as npt
 import torch
 
 from memory.episodes import Episode
+from memory.scan import float32_chunks, top_k
 
 __all__ = ["MAX_K", "StoreFull", "StoreState", "VectorStore"]
 
@@ -34,10 +35,6 @@ _MAX_STIMULUS_BYTES = 1024
 _LN2 = math.log(2.0)
 # Floor inside the log of the eviction value so salience 0 is finite and ordered by age alone.
 _VALUE_EPS = 1e-6
-# Elements of the key matrix converted to float32 at a time (a reused 32 MiB buffer): large
-# enough that per-chunk overhead is small (measured 2x slower at 8 MiB on CPU), small next to
-# the matrix itself (10^6 x 384 float32 would be 1.5 GB).
-_CHUNK_ELEMENTS = 1 << 23
 _QUERY_BLOCK = 256
 
 IdArray = npt.NDArray[np.int64]
@@ -346,9 +343,9 @@ class VectorStore:
     def search(self, queries: npt.ArrayLike | torch.Tensor, k: int) -> tuple[FloatArray, IdArray]:
         """Exact top-k by inner product between normalized queries and the stored unit keys.
 
-        The key matrix is scanned in row chunks that are converted to float32 one at a time, so
-        a float16 store is scored with float32 accumulation without ever materializing a full
-        float32 copy.
+        A float16 key matrix is converted to float32 in small cache-resident pieces (see
+        `memory.scan`), so it is scored with float32 arithmetic without ever materializing a
+        full float32 copy.
 
         Args:
             queries: ``(n, D)`` (or ``(D,)``, treated as ``n = 1``); normalized here.
@@ -382,49 +379,10 @@ class VectorStore:
         return out_scores, out_ids
 
     def _search_block(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        best_s: torch.Tensor | None = None
-        best_i: torch.Tensor | None = None
-        for start, chunk, valid in self._chunks():
-            s = q @ chunk.T
-            s.masked_fill_(~valid, -math.inf)
-            kk = min(k, s.shape[1])
-            cs, ci = torch.topk(s, kk, dim=1)
-            ci = ci + start
-            if best_s is None or best_i is None:
-                best_s, best_i = cs, ci
-            else:
-                merged_s = torch.cat((best_s, cs), dim=1)
-                merged_i = torch.cat((best_i, ci), dim=1)
-                best_s, pos = torch.topk(merged_s, min(k, merged_s.shape[1]), dim=1)
-                best_i = torch.gather(merged_i, 1, pos)
-        assert best_s is not None and best_i is not None  # _count > 0 implies at least one chunk
-        return best_s, best_i
+        return top_k(self._keys, self._valid, self._hw, q, k, all_valid=self._count == self._hw)
 
     def _chunks(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """Yield ``(start, float32 chunk, valid mask)`` over the used slots, skipping empty chunks.
-
-        One float32 buffer is reused for every chunk: allocating a fresh one per chunk costs
-        page faults that were measured to double search time on CPU.
-        """
-        rows = max(1, _CHUNK_ELEMENTS // self.dim)
-        buf: torch.Tensor | None = None
-        for start in range(0, self._hw, rows):
-            stop = min(start + rows, self._hw)
-            valid_np = self._valid[start:stop]
-            if not valid_np.any():
-                continue
-            src = self._keys[start:stop]
-            if self._torch_dtype == torch.float32:
-                chunk = src
-            else:
-                if buf is None:
-                    buf = torch.empty(
-                        (min(rows, self._hw), self.dim), dtype=torch.float32, device=self.device
-                    )
-                chunk = buf[: stop - start]
-                chunk.copy_(src)
-            valid = torch.from_numpy(valid_np).to(self.device)
-            yield start, chunk, valid
+        return float32_chunks(self._keys, self._valid, self._hw)
 
     def complete(self, query: npt.ArrayLike | torch.Tensor, beta: float, steps: int = 1) -> FloatArray:
         """Pattern completion by modern-Hopfield retrieval (Ramsauer et al. 2020).

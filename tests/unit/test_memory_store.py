@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from memory import scan
 from memory.episodes import Episode
 from memory.store import MAX_K, StoreFull, VectorStore
 
@@ -274,3 +275,27 @@ def test_bytes_per_episode_float16_100k() -> None:
     assert len(store) == n
     assert retained_objects < 1000, f"{retained_objects} Python objects retained: per-episode objects leak in"
     assert per_episode <= 1.2 * raw, f"{per_episode:.1f} bytes/episode > {1.2 * raw}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("n_queries", [1, 7])
+def test_search_across_pieces_and_segments_matches_brute_force(
+    dtype: str, n_queries: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tiny pieces and segments, so a 1,000-row store is converted in many pieces, scored in
+    # several segments and merged; removed rows in the middle must never come back.
+    monkeypatch.setattr(scan, "_PIECE_ELEMENTS", 37 * DIM)
+    monkeypatch.setattr(scan, "_SCORE_ELEMENTS", 150)
+    store, _ = _filled(1000, dtype=dtype, seed=5)
+    removed = np.arange(100, 700, 3)
+    store.remove(removed)
+    queries = np.random.default_rng(6).standard_normal((n_queries, DIM)).astype(np.float32)
+    scores, ids = store.search(queries, 25)
+
+    live = store.ids()
+    stored = np.stack([store.get(int(i)).key for i in live]).astype(np.float64)
+    exact = _unit(queries).astype(np.float64) @ stored.T
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :25]
+    np.testing.assert_allclose(scores, np.take_along_axis(exact, order, axis=1), atol=1e-5)
+    assert not np.isin(ids, removed).any()
+    assert np.isin(ids, live).all()
