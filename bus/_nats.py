@@ -2,8 +2,10 @@
 
 1. Headers. nats-py checks every header name and value character by character when it publishes
    and when it parses (microseconds per header). brainbus's headers are built by the codec from
-   validated tokens (`codec.encode_wire`), so `Bus` hands them over as one ready header block,
-   and plain header blocks on receipt are split without the per-character checks.
+   validated tokens (`codec.encode_wire`), so `Bus` hands them over as one ready header block
+   (`publish_block`: the whole HPUB command in one formatting step), and plain header blocks on
+   receipt are split without the per-character checks, or not split here at all: a subscription
+   registered with `blocks=True` gets the block as received and the codec reads it.
 2. Direct delivery. A subscription registered with `subscribe_direct` skips nats-py's
    per-subscription queue and task: the read loop calls a quick synchronous function (decode,
    then put into an actor's mailbox). The actor's bounded mailbox is then the only buffer, and
@@ -19,38 +21,37 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from nats import errors
 from nats.aio.client import PING_PROTO, Client
 from nats.aio.subscription import Subscription
 from nats.protocol.command import hpub_cmd
+
+from bus.codec import parse_header_block
 
 __all__ = ["DirectCallback", "FastClient", "parse_header_block"]
 
 log = structlog.get_logger("bus.nats")
 _HDR_START = b"NATS/1.0\r\n"
-DirectCallback = Callable[[str, str, bytes, "dict[str, str] | None"], None]
-
-
-def parse_header_block(block: bytes) -> dict[str, str] | None:
-    """Split a plain `NATS/1.0` header block written as `Name: value` lines; None if it is not one."""
-    try:
-        return dict(line.split(": ", 1) for line in block[len(_HDR_START):-4].decode().split("\r\n"))  # type: ignore[misc]
-    except (ValueError, UnicodeDecodeError):
-        return None
+#: `deliver(subject, reply, data, headers)`; with `blocks=True` a plain header block arrives as
+#: the bytes received (a status line or another spelling still arrives as a dict).
+DirectCallback = Callable[[str, str, bytes, Any], None]
 
 
 class FastClient(Client):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
-        self._direct: dict[int, DirectCallback] = {}
+        self._direct: dict[int, tuple[DirectCallback, bool]] = {}
 
     async def subscribe_direct(self, subject: str, deliver: DirectCallback, *,
-                               queue: str = "") -> Subscription:
+                               queue: str = "", blocks: bool = False) -> Subscription:
         """Subscribe so that each message calls `deliver(subject, reply, data, headers)` in the read loop.
 
-        `deliver` must be quick and must not raise; it is the caller's job to buffer.
+        `deliver` must be quick and must not raise; it is the caller's job to buffer. Headers come
+        as a dict, or with `blocks=True` as the plain header block received (`codec.decode` reads
+        either).
         """
         sub: Subscription = await self.subscribe(subject, queue=queue)
-        self._direct[sub._id] = deliver
+        self._direct[sub._id] = (deliver, blocks)
         return sub
 
     def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
@@ -58,17 +59,51 @@ class FastClient(Client):  # type: ignore[misc]
         super()._remove_sub(sid, max_msgs)
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any) -> None:
-        deliver = self._direct.get(sid)
-        if deliver is None:
+        direct = self._direct.get(sid)
+        if direct is None:
             await super()._process_msg(sid, subject, reply, data, headers)
             return
-        self.stats["in_msgs"] += 1
-        self.stats["in_bytes"] += len(data)
-        hdr = await self._process_headers(headers) if headers else None
+        deliver, blocks = direct
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        if headers and not (blocks and headers.startswith(_HDR_START)):
+            headers = await self._process_headers(headers)
         try:
-            deliver(subject.decode(), reply.decode(), data, hdr)
+            deliver(subject.decode(), reply.decode(), data, headers or None)
         except Exception as exc:  # one bad callback must never break the connection's read loop
             log.error("bus.direct_delivery_failed", subject=subject.decode(errors="replace"), error=repr(exc))
+
+    async def publish_block(self, subject: bytes, reply: bytes, block: bytes, payload: bytes) -> None:
+        """`publish` with a ready header block and an encoded, already validated subject and reply.
+
+        The same checks as nats-py's `publish`, then one HPUB command built in one step.
+        """
+        if self.is_closed:
+            raise errors.ConnectionClosedError
+        if self.is_draining_pubs:
+            raise errors.ConnectionDrainingError
+        size = len(payload)
+        if not self.is_connected and (
+            self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size
+        ):
+            raise errors.OutboundBufferLimitError  # reconnecting and the buffer is full
+        if size > self._max_payload:
+            raise errors.MaxPayloadError
+        hdr_len = len(block)
+        if reply:
+            cmd = b"HPUB %b %b %d %d\r\n%b%b\r\n" % (subject, reply, hdr_len, hdr_len + size, block, payload)
+        else:
+            cmd = b"HPUB %b %d %d\r\n%b%b\r\n" % (subject, hdr_len, hdr_len + size, block, payload)
+        stats = self.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += size
+        self._pending.append(cmd)
+        self._pending_data_size += len(cmd)
+        if self._max_pending_size > 0 and self._pending_data_size > self._max_pending_size:
+            await self._flush_pending(force_flush=True)
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
 
     async def _send_publish(self, subject: str, reply: str, payload: bytes, payload_size: int,
                             headers: Any) -> None:

@@ -118,6 +118,7 @@ class Bus:
         self._last_error: Exception | None = None
         self._listeners: list[Callable[[ConnState], None]] = []
         self._resolved: dict[str, str] = {}
+        self._resolved_bytes: dict[str, bytes] = {}
         self._model_cache: dict[str, type[Message] | None] = {}
 
     # ---------------------------------------------------------------- lifecycle
@@ -259,6 +260,15 @@ class Bus:
                 self._resolved[key] = full
         return full
 
+    def _subject_bytes(self, subject: str) -> bytes:
+        """A concrete subject, resolved, validated and encoded for the wire (cached)."""
+        full = self._resolved_bytes.get(subject)
+        if full is None:
+            full = self.resolve(subject).encode()
+            if len(self._resolved_bytes) < 4096:
+                self._resolved_bytes[subject] = full
+        return full
+
     # ---------------------------------------------------------------- publish
 
     async def publish(self, subject: str, msg: Message, *, stimulus_id: str | None = None,
@@ -269,7 +279,11 @@ class Bus:
         several actors of one process share one connection and pass their own name.
         """
         body, block = codec.encode_wire(msg, source=source or self.source, stimulus_id=stimulus_id)
-        await self.nc.publish(self.resolve(subject), body, reply=reply or "", headers=_block(block))
+        nc = self._nc
+        if nc is None:
+            raise NotConnectedError(f"bus {self.name!r} is not connected")
+        await cast(FastClient, nc).publish_block(self._subject_bytes(subject), reply.encode() if reply else b"",
+                                                 block, body)
 
     async def publish_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         """Publish bytes as they are (tools, benchmarks, what an outside client would send)."""
@@ -279,6 +293,7 @@ class Bus:
         """Reply to a request whose metadata is `meta`; a no-op if it expects no reply."""
         if meta.reply:
             body, block = codec.encode_wire(msg, source=source or self.source, stimulus_id=meta.stimulus_id)
+            # An inbox comes from the requester, not from us: its subject is not validated here.
             await self.nc.publish(meta.reply, body, headers=_block(block))
 
     async def flush(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (passed on to nats-py)
@@ -337,12 +352,14 @@ class Bus:
         """
         full = self.resolve(pattern, wildcards=True)
 
-        def receive(subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+        decode = codec.decode
+
+        def receive(subject: str, reply: str, data: bytes, headers: codec.Headers) -> None:
             cls = model or self._model_for(subject)
             try:
                 if cls is None:
                     raise DecodeError("no message model is registered for this subject", subject=subject)
-                obj, meta = codec.decode(cls, data, headers, subject, reply)
+                obj, meta = decode(cls, data, headers, subject, reply)
             except DecodeError as exc:
                 on_bad(exc, Meta(subject=subject, reply=reply or None, size=len(data)))
                 return
@@ -350,7 +367,8 @@ class Bus:
 
         nc = self.nc
         assert isinstance(nc, FastClient)
-        return Subscription(await nc.subscribe_direct(full, receive, queue=queue), full)
+        # Header blocks as received: the codec reads its own with one regex match, no dict.
+        return Subscription(await nc.subscribe_direct(full, receive, queue=queue, blocks=True), full)
 
     async def subscribe_raw(self, pattern: str, callback: Callable[[Msg], Awaitable[None]], *,
                             queue: str = "") -> Subscription:

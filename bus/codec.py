@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,12 +36,14 @@ __all__ = [
     "H_TS",
     "H_TYPE",
     "H_VEC",
+    "Headers",
     "MAX_BODY",
     "Meta",
     "decode",
     "encode",
-    "encode_wire",
     "decode_any",
+    "encode_wire",
+    "parse_header_block",
     "format_validation_error",
     "to_json",
 ]
@@ -71,12 +75,13 @@ class Meta:
 def encode(
     model: Message, *, source: str | None = None, stimulus_id: str | None = None
 ) -> tuple[bytes, dict[str, str]]:
-    """Encode a model as (body, headers) for publishing."""
+    """Encode a model as (body, headers) for publishing (headers in `encode_wire`'s order)."""
     body, vec_spec = _body(model)
-    headers = {H_TYPE: type(model).TAG, H_ID: f"{_ID_PREFIX}{next(_ids):x}",
-               H_TS: str(time.time_ns() // 1000)}
+    headers = {H_TYPE: type(model).TAG}
     if source:
         headers[H_SRC] = source
+    headers[H_ID] = f"{_ID_PREFIX}{next(_ids):x}"
+    headers[H_TS] = str(time.time_ns() // 1000)
     if stimulus_id:
         headers[H_SID] = stimulus_id
     if vec_spec:
@@ -87,72 +92,153 @@ def encode(
 def encode_wire(model: Message, *, source: str, stimulus_id: str | None = None) -> tuple[bytes, bytes]:
     """`encode` with the headers as a ready NATS header block: the publish hot path.
 
+    The block's lines always come in one order (type, source, id, time, stimulus, vectors), so
+    its start is cached per (type, source) and `decode` reads it back with one regex match.
     Every value in it is a validated token or generated here, so no CR/LF can break the block.
     """
-    if stimulus_id and ("\r" in stimulus_id or "\n" in stimulus_id):
-        raise ValueError(f"stimulus id {stimulus_id!r} contains a line break")
+    cls = type(model)
+    head = _heads.get((cls, source)) or _head(cls, source)
     body, vec_spec = _body(model)
-    block = (
-        f"NATS/1.0\r\n{H_TYPE}: {type(model).TAG}\r\n{H_ID}: {_ID_PREFIX}{next(_ids):x}\r\n"
-        f"{H_TS}: {time.time_ns() // 1000}\r\n{H_SRC}: {source}\r\n"
-    )
-    if stimulus_id:
-        block += f"{H_SID}: {stimulus_id}\r\n"
-    if vec_spec:
-        block += f"{H_VEC}: {vec_spec}\r\n"
-    return body, (block + "\r\n").encode()
+    block = _BLOCK % (head, next(_ids), time.time_ns() // 1000,
+                      _sid_line(stimulus_id) if stimulus_id else b"",
+                      _vec_line(vec_spec) if vec_spec else b"")
+    return body, block
+
+
+# The fixed start of a header block per (message type, source), ending where the id's counter goes.
+_heads: dict[tuple[type[Message], str], bytes] = {}
+_BLOCK = f"%b%x\r\n{H_TS}: %d\r\n%b%b\r\n".encode()
+_sid_lines: dict[str, bytes] = {}
+_vec_lines: dict[str, bytes] = {}
+
+
+def _head(cls: type[Message], source: str) -> bytes:
+    if not source or "\r" in source or "\n" in source:
+        raise ValueError(f"source {source!r} must be a non-empty name without line breaks")
+    head = f"NATS/1.0\r\n{H_TYPE}: {cls.TAG}\r\n{H_SRC}: {source}\r\n{H_ID}: {_ID_PREFIX}".encode()
+    if len(_heads) < 4096:
+        _heads[(cls, source)] = head
+    return head
+
+
+def _sid_line(stimulus_id: str) -> bytes:
+    line = _sid_lines.get(stimulus_id)
+    if line is None:
+        if "\r" in stimulus_id or "\n" in stimulus_id:
+            raise ValueError(f"stimulus id {stimulus_id!r} contains a line break")
+        line = f"{H_SID}: {stimulus_id}\r\n".encode()
+        if len(_sid_lines) >= 4096:  # stimulus ids come and go: keep only the recent ones
+            _sid_lines.clear()
+        _sid_lines[stimulus_id] = line
+    return line
+
+
+def _vec_line(spec: str) -> bytes:
+    line = _vec_lines.get(spec)
+    if line is None:
+        line = f"{H_VEC}: {spec}\r\n".encode()
+        if len(_vec_lines) < 1024:
+            _vec_lines[spec] = line
+    return line
 
 
 def _body(model: Message) -> tuple[bytes, str]:
     """JSON of the non-vector fields, then the vectors' raw bytes; and the `Bb-Vec` spec."""
     cls = type(model)
     serializer = cls.__pydantic_serializer__
-    if not cls.VECTOR_FIELDS:
+    names = cls.VECTOR_FIELDS
+    if not names:
         return serializer.to_json(model), ""
-    vectors = [(n, getattr(model, n)) for n in cls.VECTOR_FIELDS]
-    vectors = [(n, a) for n, a in vectors if a is not None]
+    if len(names) == 1:  # every model but a future multi-vector one: no lists, no joins
+        name = names[0]
+        arr = getattr(model, name)
+        if arr is None:
+            return serializer.to_json(model), ""
+        raw, spec = _vector_bytes(name, arr)
+        return serializer.to_json(model, exclude={name}) + raw, spec
+    vectors = [(n, a) for n in names if (a := getattr(model, n)) is not None]
     if not vectors:
         return serializer.to_json(model), ""
     parts = [serializer.to_json(model, exclude={n for n, _ in vectors})]
     specs = []
     for name, arr in vectors:
-        if arr.dtype == np.float16:
-            specs.append(f"{name}:f16:{arr.size}")
-            parts.append(arr.astype("<f2", copy=False).tobytes())
-        else:
-            specs.append(f"{name}:f32:{arr.size}")
-            parts.append(arr.astype("<f4", copy=False).tobytes())
+        raw, spec = _vector_bytes(name, arr)
+        parts.append(raw)
+        specs.append(spec)
     return b"".join(parts), ",".join(specs)
 
 
+def _vector_bytes(name: str, arr: np.ndarray) -> tuple[bytes, str]:
+    if arr.dtype == np.float16:
+        return arr.astype("<f2", copy=False).tobytes(), f"{name}:f16:{arr.size}"
+    return arr.astype("<f4", copy=False).tobytes(), f"{name}:f32:{arr.size}"
+
+
+# A header block as `encode_wire` writes it: one match reads all the metadata.
+_OWN_BLOCK = re.compile(
+    rf"NATS/1\.0\r\n{H_TYPE}: ([^\r\n]*)\r\n{H_SRC}: ([^\r\n]*)\r\n{H_ID}: ([^\r\n]*)\r\n"
+    rf"{H_TS}: ([0-9]{{1,19}})\r\n(?:{H_SID}: ([^\r\n]*)\r\n)?(?:{H_VEC}: ([^\r\n]*)\r\n)?\r\n"
+)
+_HDR_START = b"NATS/1.0\r\n"
+
+
+def parse_header_block(block: bytes) -> dict[str, str] | None:
+    """Split a plain `NATS/1.0` header block written as `Name: value` lines; None if it is not one."""
+    try:
+        return dict(line.split(": ", 1) for line in block[len(_HDR_START):-4].decode().split("\r\n"))  # type: ignore[misc]
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _lenient_headers(block: bytes) -> dict[str, str]:
+    """Any other `NATS/1.0` block (`Name:value`, odd bytes): read the way nats-py reads it."""
+    out = {}
+    for line in block[len(_HDR_START):].split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if sep and name.strip():
+            out[name.strip().decode(errors="replace")] = value.strip().decode(errors="replace")
+    return out
+
+
+Headers = Mapping[str, str] | bytes | None
+
+
 def decode(
-    model: type[M], data: bytes, headers: dict[str, str] | None, subject: str, reply: str | None = None
+    model: type[M], data: bytes, headers: Headers, subject: str, reply: str | None = None
 ) -> tuple[M, Meta]:
-    """Decode a body into `model`; raise DecodeError with a reason a person can act on."""
+    """Decode a body into `model`; raise DecodeError with a reason a person can act on.
+
+    `headers` is a dict, or a plain `NATS/1.0` header block as received (the direct delivery
+    path: a block `encode_wire` wrote is read with one regex match, no dict).
+    """
     if len(data) > MAX_BODY:
         raise DecodeError(f"payload of {len(data)} bytes exceeds the {MAX_BODY} byte limit", subject=subject)
-    if headers:
+    vec_spec: str | None = None
+    if not headers:
+        meta = Meta(subject, reply or None, size=len(data))
+    elif type(headers) is bytes and (own := _OWN_BLOCK.fullmatch(headers.decode(errors="replace"))):
+        type_tag, source, msg_id, ts, stimulus_id, vec_spec = own.groups()
+        if type_tag != model.TAG:
+            raise DecodeError(_wrong_type(type_tag, model), subject=subject)
+        meta = Meta(subject, reply or None, type_tag, msg_id, source, int(ts) / 1e6, stimulus_id, len(data))
+    else:
+        if isinstance(headers, bytes):
+            headers = parse_header_block(headers) or _lenient_headers(headers)
         type_tag = headers.get(H_TYPE)
         if type_tag is not None and type_tag != model.TAG:
-            raise DecodeError(
-                f"message type {type_tag!r} does not fit this subject (expected {model.TAG!r})",
-                subject=subject,
-            )
+            raise DecodeError(_wrong_type(type_tag, model), subject=subject)
         ts = headers.get(H_TS)
         meta = Meta(subject, reply or None, type_tag, headers.get(H_ID), headers.get(H_SRC),
                     _timestamp(ts, subject) if ts else None, headers.get(H_SID), len(data))
         vec_spec = headers.get(H_VEC)
-    else:
-        meta = Meta(subject, reply or None, size=len(data))
-        vec_spec = None
+    validator = model.__pydantic_validator__
     try:
         if vec_spec:
-            obj = _decode_with_vectors(model, data, vec_spec, subject)
-            result = model.model_validate(obj)
+            result = validator.validate_python(_decode_with_vectors(model, data, vec_spec, subject))
         elif data[:1] == b"{" or _first_byte(data) == b"{":
-            result = model.model_validate_json(data)
+            result = validator.validate_json(data)
         elif model.PLAIN_TEXT_FIELD:
-            result = model.model_validate({model.PLAIN_TEXT_FIELD: _plain_text(data, subject)})
+            result = validator.validate_python({model.PLAIN_TEXT_FIELD: _plain_text(data, subject)})
         else:
             raise DecodeError(_not_an_object(data), subject=subject)
     except ValidationError as exc:
@@ -160,6 +246,10 @@ def decode(
     if meta.stimulus_id is None and model.STIMULUS_FIELD:
         meta.stimulus_id = getattr(result, model.STIMULUS_FIELD)
     return result, meta
+
+
+def _wrong_type(type_tag: str, model: type[Message]) -> str:
+    return f"message type {type_tag!r} does not fit this subject (expected {model.TAG!r})"
 
 
 def decode_any(data: bytes, headers: dict[str, str] | None, subject: str) -> Message | None:

@@ -55,14 +55,16 @@ __all__ = [
 
 MAX_DIM = 8192
 MAX_TEXT = 10_000
+_SCALED_ONES = np.full(MAX_DIM, 2.0**-14, dtype=np.float32)
 
 
 def _to_vector(value: Any) -> np.ndarray:
     """Validate a vector: a 1-D array of finite numbers (list from JSON, ndarray from binary)."""
     if type(value) is np.ndarray and value.dtype == np.float32 and value.ndim == 1 and 0 < value.size <= MAX_DIM:
-        # The hot path (binary vectors from the codec). A float64 sum of float32 values cannot
-        # overflow, and any NaN or Inf in it makes the sum non-finite: one reduction checks all.
-        if not math.isfinite(value.sum(dtype=np.float64)):
+        # The hot path (binary vectors from the codec): one dot product checks them all. Scaled
+        # by 2^-14, at most 8192 float32 values cannot overflow the sum, and any NaN or Inf
+        # makes it non-finite (a single BLAS call, several times cheaper than a float64 sum).
+        if not math.isfinite(value.dot(_SCALED_ONES[: value.size])):
             raise ValueError("contains NaN or Inf (or a number too large for float32)")
         return value
     if isinstance(value, np.ndarray):
