@@ -9,6 +9,10 @@ another process: the brain is reached only through the public subjects. Conditio
 * ``frozen_hormones``: the same with every hormone pinned at its baseline (`hormones.frozen`);
 * ``no_workspace``: the same with the workspace competition bypassed (`workspace.compete: false`).
 
+Then, on the same server, the hippocampus's experiments (bench.episodic, configs/memory.yaml):
+one-shot learning with and without the hippocampus, and retention of a task after a conflicting
+one with and without a sleep.
+
 Every condition gets the same trial sequence (same seed). The references are computed here, in
 process, on exactly those trials with the same outcome draws (common random numbers):
 
@@ -44,6 +48,7 @@ from typing import Any
 import orjson
 import yaml
 
+from bench.episodic import episodic_targets, print_episodic, run_episodic_bench
 from bus import EmbeddedServer
 
 __all__ = ["QLearner", "Step", "run_cognition_bench", "simulate", "steps_from_trials", "tune_q_learner"]
@@ -419,6 +424,8 @@ def print_report(results: dict[str, Any]) -> None:
     q = results["q_learner"]
     print(f"Q oracle: alpha {q['alpha']}, epsilon {q['epsilon']} (grid-tuned on this sequence), "
           f"mean of {EVAL_SEEDS} runs")
+    if "episodic" in results:
+        print_episodic(results["episodic"])
     for t in results["targets"]:
         print(f"  [{'met' if t['met'] else 'MISSED'}] {t['name']}: {t['value']} (target {t['target']})")
 
@@ -443,7 +450,7 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def run_cognition_bench(out: Path, *, quick: bool, settings: Settings | None = None,
                               conditions: list[str] | None = None,
-                              encoder: str | None = None) -> dict[str, Any]:
+                              encoder: str | None = None, episodic: bool = True) -> dict[str, Any]:
     """Run every condition against its own brain process, score the references, print and write JSON.
 
     Args:
@@ -452,12 +459,14 @@ async def run_cognition_bench(out: Path, *, quick: bool, settings: Settings | No
         settings: Override the trial counts (tests).
         conditions: A subset of :data:`CONDITIONS` (default: all).
         encoder: ``minilm`` or ``hashing`` (default: MiniLM when available).
+        episodic: Also run the episodic-memory and sleep experiments (bench.episodic).
     """
     settings = settings or (QUICK if quick else FULL)
     encoder = encoder or pick_encoder()
     names = conditions or list(CONDITIONS)
     started = time.monotonic()
     runs: dict[str, dict[str, Any]] = {}
+    episodic_results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="brainbus-cognition-") as tmp:
         async with EmbeddedServer(data_dir=Path(tmp) / "nats", jetstream=False) as server:
             for i, name in enumerate(names):
@@ -465,6 +474,10 @@ async def run_cognition_bench(out: Path, *, quick: bool, settings: Settings | No
                 runs[name] = await run_condition(server.url, f"cog{i}", name, encoder, settings,
                                                  Path(tmp) / name)
                 print(f"  {name}: {time.monotonic() - t0:.0f} s")
+            if episodic:
+                t0 = time.monotonic()
+                episodic_results = await run_episodic_bench(server.url, Path(tmp) / "episodic", encoder=encoder)
+                print(f"  episodic memory and sleep: {time.monotonic() - t0:.0f} s")
     steps = steps_from_trials(runs[names[0]]["trials"])
     alpha, eps, _ = tune_q_learner(steps)
     q_learner = {"alpha": alpha, "epsilon": eps,
@@ -481,6 +494,9 @@ async def run_cognition_bench(out: Path, *, quick: bool, settings: Settings | No
         "mappings": runs[names[0]]["mappings"],
     }
     results["targets"] = _targets(results)
+    if episodic:
+        results["episodic"] = episodic_results
+        results["targets"] += episodic_targets(episodic_results)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["teacher_runs"] = runs
     print_report(results)

@@ -56,6 +56,10 @@ class BasalGangliaOptions(BaseModel):
     episodic_wait_s: Annotated[float, Field(ge=0, le=1)] = 0.0
     #: Learning rate of sleep replay (`NS.mem.replay`); 0 ignores replays.
     replay_lr: Annotated[float, Field(ge=0, le=1)] = 0.1
+    #: Scales the acetylcholine-set learning rate of live rewards. Below 1 the striatum learns
+    #: slowly, as in complementary learning systems: a hippocampus does the one-shot learning
+    #: (episodic control) and sleep replay consolidates it, sparing older habits from interference.
+    learning_rate_scale: Annotated[float, Field(ge=0, le=10)] = 1.0
     context_source: Annotated[str, Field(pattern=r"^[a-z0-9_-]+$")] = "prefrontal"
     seed: int = 0
 
@@ -189,7 +193,7 @@ class BasalGanglia(Modulated):
             raise BadInput("reward before any action was taken")
         # The critic's prediction error is the dopamine signal itself (it goes to the hormone
         # system below); the level of dopamine does not gate it a second time.
-        rpe = self.ac.learn(msg.value, lr=self.mod.learning_rate)
+        rpe = self.ac.learn(msg.value, lr=self.mod.learning_rate * self.options.learning_rate_scale)
         self.rewards += 1
         self.reward_sum += msg.value
         sid = msg.stimulus_id or next(reversed(self.choices))
