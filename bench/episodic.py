@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actors import inprocess
 from actors.config import BrainConfig, load_config
 from actors.supervisor import Supervisor
 from bus import Bus, CtlReply, CtlRequest, EnvActions, Meta, MotorAction, RegionOutput, Reward, TextStimulus
@@ -91,19 +92,8 @@ async def _until(cond: Any, within: float, what: str) -> None:
 
 @asynccontextmanager
 async def running_brain(bus: Bus, config: BrainConfig) -> AsyncIterator[Supervisor]:
-    """Run ``config`` under a supervisor in this process until every actor has sent a heartbeat
-    (and the episodic actor knows every shard); stop it on exit."""
-    sup = Supervisor.for_actors(bus, config, list(config.actors), None)
-    task_ = asyncio.ensure_future(sup.run())
-    beats: set[str] = set()
-
-    async def beat(msg: Any, meta: Meta) -> None:
-        beats.add(msg.actor)
-
-    sub = await bus.subscribe("sys.heartbeat.*", beat)
-    try:
-        await _until(lambda: beats >= set(config.actors), 60, "heartbeats of every actor")
-        await sub.stop()
+    """The brain in this process (actors.inprocess), once the episodic actor knows every shard."""
+    async with inprocess.running_brain(bus, config) as sup:
         if "episodic" in config.actors:  # recall asks the shards it has heard from
             shards = sum(1 for a in config.actors.values() if a.kind == "hippocampus_shard")
             for _ in range(300):
@@ -111,9 +101,6 @@ async def running_brain(bus: Bus, config: BrainConfig) -> AsyncIterator[Supervis
                     break
                 await asyncio.sleep(0.05)
         yield sup
-    finally:
-        sup.request_stop()
-        await asyncio.wait_for(task_, 30)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from actors import inprocess
 from actors.config import BrainConfig, load_config
 from actors.supervisor import Supervisor
 from bus import (
@@ -56,18 +57,7 @@ async def start_brain(
     data.update(top or {})
     for name, options in actor_options.items():
         data["actors"][name]["options"].update(options)
-    config = BrainConfig.model_validate(data)
-    sup = Supervisor.for_actors(bus, config, list(config.actors), None)
-    task = asyncio.ensure_future(sup.run())
-    beats: set[str] = set()
-
-    async def beat(msg: Any, meta: Meta) -> None:
-        beats.add(msg.actor)
-
-    sub = await bus.subscribe("sys.heartbeat.*", beat)
-    await eventually(lambda: beats >= set(config.actors), within=20, what="heartbeats of every actor")
-    await sub.stop()
-    return sup, task
+    return await inprocess.start_brain(bus, BrainConfig.model_validate(data), within=20)
 
 
 @pytest.fixture
