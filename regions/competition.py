@@ -33,7 +33,8 @@ from __future__ import annotations
 import enum
 import itertools
 import math
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -232,8 +233,13 @@ class Workspace:
         self._pending: list[tuple[int, Bid]] = []
         self._seq = itertools.count()
         self._dropped = 0
-        self._recent: list[_Trace] = []
-        self._recent_by_stimulus: dict[str | None, list[_Trace]] = {}
+        # Recent winners in the order they won (the oldest expire first), and the same traces by
+        # stimulus id; both are kept up to date as winners come and go, because at a high
+        # stimulus rate thousands are within the inhibition window and rebuilding an index
+        # every cycle would cost more than the competition itself.
+        self._recent: deque[_Trace] = deque()
+        self._recent_by_stimulus: dict[str | None, deque[_Trace]] = {}
+        self._last_now: float | None = None
 
     @property
     def pending(self) -> int:
@@ -271,11 +277,11 @@ class Workspace:
         """Multiplier on salience from inhibition of return, and why."""
         factor = 1.0
         why = ""
-        traces = self._recent
+        traces: Iterable[_Trace] = self._recent
         if not self.ior_across_stimuli and bid.stimulus_id is not None:
             # Only traces of the same stimulus (or of none) can inhibit this bid: look those up
             # instead of scanning every recent winner (thousands at a high stimulus rate).
-            traces = self._recent_by_stimulus.get(bid.stimulus_id, []) + self._recent_by_stimulus.get(None, [])
+            traces = [*self._recent_by_stimulus.get(bid.stimulus_id, ()), *self._recent_by_stimulus.get(None, ())]
         for trace in traces:
             age = now - trace.at
             if age < 0 or age >= self.inhibition_of_return_s:
@@ -315,8 +321,7 @@ class Workspace:
         threshold = self.ignition_threshold + threshold_shift
         bids, self._pending = self._pending, []
         dropped, self._dropped = self._dropped, 0
-        self._recent = [t for t in self._recent if now - t.at < self.inhibition_of_return_s]
-        self._index_recent()
+        self._forget_expired(now)
 
         scored: list[tuple[float, int, Bid, NDArray[np.float32] | None, float, str]] = []
         for seq, bid in bids:
@@ -382,10 +387,9 @@ class Workspace:
             self.ignitions += 1
             self.last_ignition_at = now
             for o in winners:
-                self._recent.append(
-                    _Trace(now, self.cycle, _unit(o.bid.content), o.bid.stimulus_id, o.bid.source, o.bid.kind)
-                )
-            self._index_recent()
+                trace = _Trace(now, self.cycle, _unit(o.bid.content), o.bid.stimulus_id, o.bid.source, o.bid.kind)
+                self._recent.append(trace)
+                self._recent_by_stimulus.setdefault(trace.stimulus_id, deque()).append(trace)
             reasons.append(
                 f"ignition: {len(winners)} winner(s) over {len(losers)} loser(s), threshold {threshold:.3f}"
             )
@@ -420,16 +424,30 @@ class Workspace:
                     return w_label
         return None
 
-    def _index_recent(self) -> None:
-        by_stimulus: dict[str | None, list[_Trace]] = {}
-        for trace in self._recent:
-            by_stimulus.setdefault(trace.stimulus_id, []).append(trace)
-        self._recent_by_stimulus = by_stimulus
+    def _forget_expired(self, now: float) -> None:
+        """Drop the winners whose inhibition of return is over."""
+        window = self.inhibition_of_return_s
+        if self._last_now is not None and now < self._last_now:
+            # The clock went back (a caller's own times): expiry is no longer oldest-first.
+            self._recent = deque(t for t in self._recent if now - t.at < window)
+            self._recent_by_stimulus = {}
+            for trace in self._recent:
+                self._recent_by_stimulus.setdefault(trace.stimulus_id, deque()).append(trace)
+        else:
+            recent, by_stimulus = self._recent, self._recent_by_stimulus
+            while recent and now - recent[0].at >= window:
+                old = recent.popleft()
+                same = by_stimulus[old.stimulus_id]
+                same.popleft()
+                if not same:
+                    del by_stimulus[old.stimulus_id]
+        self._last_now = now
 
     def reset(self) -> None:
         """Forget pending bids, recent winners and the refractory clock (e.g. after sleep)."""
         self._pending = []
         self._dropped = 0
-        self._recent = []
+        self._recent = deque()
         self._recent_by_stimulus = {}
+        self._last_now = None
         self.last_ignition_at = None

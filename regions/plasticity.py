@@ -488,7 +488,8 @@ class Habituation:
             # among equals, then the first.
             dt = np.maximum(0.0, now - self._last)
             recovered = self._levels * np.exp(-dt / self.recovery_tau_s)
-            slot = int(np.lexsort((np.arange(self._n), self._last, recovered))[0])
+            tied = np.flatnonzero(recovered == recovered.min())
+            slot = int(tied[0] if tied.size == 1 else tied[np.argmin(self._last[tied])])
         self._protos[slot] = u
         self._levels[slot] = self.rate
         self._last[slot] = now

@@ -75,6 +75,15 @@ def as_vector(x: ContextLike, dim: int) -> torch.Tensor:
     Raises:
         ValueError: On a wrong dimension or a non-finite entry.
     """
+    if isinstance(x, np.ndarray):
+        # The common case (a decoded message's vector): a private float32 copy, checked in numpy,
+        # where the checks cost a few microseconds instead of torch's per-operation overhead.
+        a = np.array(x, dtype=np.float32, copy=True).reshape(-1)
+        if a.size != dim:
+            raise ValueError(f"context has dimension {a.size}, expected {dim}")
+        if not bool(np.isfinite(a).all()):
+            raise ValueError("context holds NaN or Inf")
+        return torch.from_numpy(a)
     t = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x)
     t = t.detach().to(device="cpu", dtype=torch.float32).reshape(-1)
     if t.numel() != dim:
@@ -213,22 +222,33 @@ class ActorCritic:
         if not (math.isfinite(beta) and beta >= 0.0):
             raise ValueError(f"beta must be finite and >= 0, got {beta}")
         s = as_vector(context, self.dim)
-        probs = torch.softmax(self._logits(s, beta, bias), dim=0)
+        # One choice per stimulus on tiny vectors: numpy views of the torch state (same memory)
+        # avoid torch's per-operation overhead; the sample still comes from the seeded generator.
+        sn = s.numpy()
+        logits = np.float32(beta) * (self._W.numpy() @ sn)
+        if bias:
+            b = np.nan_to_num(np.array([float(bias.get(a, 0.0)) for a in self._actions], dtype=np.float32),
+                              nan=0.0, posinf=0.0, neginf=0.0)
+            logits = logits + b
+        e = np.exp(logits - logits.max())
+        probs = e / e.sum()
         if greedy:
-            idx = int(torch.argmax(probs))
+            idx = int(np.argmax(probs))
         else:
-            idx = int(torch.multinomial(probs, 1, generator=self._gen))
-        inv_norm = 1.0 / max(float(s @ s), _EPS)
-        lam = self.trace_decay
-        self._e_w.mul_(lam).add_(s, alpha=inv_norm)
-        self._e_W.mul_(lam)
-        self._e_W[idx].add_(s, alpha=inv_norm)
+            idx = int(torch.multinomial(torch.from_numpy(probs), 1, generator=self._gen))
+        inv_norm = np.float32(1.0 / max(float(sn @ sn), _EPS))
+        lam = np.float32(self.trace_decay)
+        e_w, e_W = self._e_w.numpy(), self._e_W.numpy()
+        e_w *= lam
+        e_w += inv_norm * sn
+        e_W *= lam
+        e_W[idx] += inv_norm * sn
         self._pending = s
         self.choices += 1
         return Choice(
             action=self._actions[idx],
             probs=dict(zip(self._actions, probs.tolist(), strict=True)),
-            value=float(self._w @ s),
+            value=float(self._w.numpy() @ sn),
             index=idx,
         )
 

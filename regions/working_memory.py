@@ -23,6 +23,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from regions.selection import ContextLike, as_vector
@@ -86,9 +87,16 @@ class WorkingMemory:
         """
         if not math.isfinite(salience):
             raise ValueError(f"salience must be finite, got {salience}")
-        x = _normalise(as_vector(content, self.dim))
+        # In numpy on views of the torch state: one update per broadcast on small vectors,
+        # where torch's per-operation overhead would be most of the cost.
+        xn = as_vector(content, self.dim).numpy()
+        n = float(np.linalg.norm(xn))
+        xn = xn / n if n > _EPS else np.zeros_like(xn)
         g = self.gate(min(1.0, max(0.0, float(salience))))
-        self._h = _normalise((1.0 - g) * self.leak * self._h + g * x)
+        h = np.float32((1.0 - g) * self.leak) * self._h.numpy() + np.float32(g) * xn
+        n = float(np.linalg.norm(h))
+        self._h = torch.from_numpy(h / n if n > _EPS else np.zeros_like(h))
+        x = torch.from_numpy(xn)
         if is_percept:
             self._percept = x
         self.updates += 1
@@ -100,7 +108,9 @@ class WorkingMemory:
 
     def context(self) -> torch.Tensor:
         """The context for action selection: ``concat(percept, h) / sqrt(2)``, a new tensor."""
-        return torch.cat([self._percept, self._h]) / math.sqrt(2.0)
+        both = np.concatenate([self._percept.numpy(), self._h.numpy()])
+        both *= np.float32(1.0 / math.sqrt(2.0))
+        return torch.from_numpy(both)
 
     def clear(self) -> None:
         """Empty working memory (e.g. at the start of a new task)."""

@@ -14,6 +14,7 @@ clock advances `window_s` per cycle; a stimulus whose bids all lost is reported 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from typing import Annotated, Any
@@ -70,6 +71,8 @@ class GlobalWorkspace(Modulated):
         self.clock = 0.0  # deterministic mode: logical seconds, one window per cycle
         self.cycles_opened = 0
         self.opened_cycle = 0
+        # Each cycle's full log record costs more than the competition: built only when shown.
+        self._log_cycles = bool(self.log.is_enabled_for(logging.DEBUG))
 
     def _now(self) -> float:
         return self.clock if self.deterministic else time.monotonic()
@@ -128,7 +131,8 @@ class GlobalWorkspace(Modulated):
         if self.arrived:  # bids pushed out of a full pending buffer got no outcome: count them
             self.verdicts["dropped"] += len(self.arrived)
             self.arrived.clear()
-        self.log.debug("workspace.cycle", **decision.to_log())
+        if self._log_cycles:
+            self.log.debug("workspace.cycle", **decision.to_log())
         beat = [{"source": o.bid.source, "kind": o.bid.kind, "stimulus_id": o.bid.stimulus_id,
                  "salience": round(o.effective_salience, 4), "verdict": o.verdict.value}
                 for o in decision.losers[:8]]
