@@ -491,7 +491,7 @@ async def test_kill_9_during_heavy_traffic_loses_no_acknowledged_store_and_no_sn
 # ---------------------------------------------------------------- 5. a slow subscriber on NS.>
 
 SLOW_SUBSCRIBER = """
-import asyncio, sys, nats
+import asyncio, sys, time, nats
 import nats.errors
 slow_consumer = 0
 async def on_error(exc):
@@ -503,7 +503,11 @@ async def main():
     async def slow(msg):
         nonlocal got
         got += 1
-        await asyncio.sleep(0.01)  # a subscriber far slower than the brain's traffic
+        # A handler that blocks: far slower than the brain's traffic, and it stops this client
+        # reading its socket, so NATS's server-side slow-consumer handling is what protects the
+        # brain (an asyncio.sleep would let the client read and parse everything at full speed:
+        # CPU taken from the brain on a small machine, not slowness on the bus).
+        time.sleep(0.01)
     await nc.subscribe(sys.argv[2], cb=slow, pending_msgs_limit=1000)
     await nc.flush()
     print("ready", flush=True)
