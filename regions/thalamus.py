@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
+from collections import deque
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -30,7 +32,7 @@ from actors.determinism import SETTLE_SUBJECT, STEP_S
 from bus import Meta
 from bus.errors import BadInput, NoRespondersError, RequestTimeout
 from bus.models import MotorAction, NeuromodLevels, RegionOutput, Reward, SysError, TextStimulus, VectorStimulus
-from regions.encoders import HashingEncoder, MicroBatcher, MiniLMEncoder
+from regions.encoders import Encoder, HashingEncoder, MicroBatcher, MiniLMEncoder
 from regions.intake import Input, IntakeQueue
 from regions.plasticity import Habituation
 
@@ -45,6 +47,9 @@ class ThalamusOptions(BaseModel):
     device: Literal["cpu", "cuda", "auto"] | None = None
     #: Stimuli encoded at once by MiniLM (the batch grows while the previous one runs).
     max_batch: Annotated[int, Field(ge=1, le=1024)] = 64
+    #: Texts kept while the MiniLM encoder is still loading (several seconds after start); past
+    #: this many the oldest is dropped, counted and reported. They are encoded once it is ready.
+    loading_buffer: Annotated[int, Field(ge=0, le=100_000)] = 1024
     habituation_rate: Annotated[float, Field(ge=0, le=1)] = 0.3
     habituation_recovery_s: Annotated[float, Field(gt=0)] = 30.0
     seed: int = 0
@@ -62,12 +67,16 @@ class Thalamus(Actor):
     async def on_start(self) -> None:
         o = self.options
         self.batcher: MicroBatcher | None = None
+        #: Texts that came while the language encoder loads (None once it is ready, or without one).
+        self.loading: deque[tuple[str, TextStimulus]] | None = None
+        self.dropped_while_loading = 0
         if o.encoder == "minilm":
             if o.dim != 384:
                 raise BadInput(f"the MiniLM encoder makes 384-d vectors; thalamus dim is {o.dim}")
-            minilm = MiniLMEncoder(device=o.device or self.device)
-            await asyncio.to_thread(minilm.load)  # ~6 s on a CPU: off the event loop
-            self.batcher = MicroBatcher(minilm, max_batch=o.max_batch)
+            # Loading takes 6-25 s: it runs in the background, so the thalamus subscribes and
+            # heartbeats at once (and vectors pass) while texts wait in `loading`.
+            self.loading = deque()
+            self._spawn(self._load_encoder(self.language_encoder()), f"{self.name}.load_encoder", critical=True)
             # Handlers wait for their batch concurrently; otherwise each batch would hold one text.
             self.concurrency = o.max_batch
         self.hashing = HashingEncoder(dim=o.dim, seed=o.seed)
@@ -85,7 +94,38 @@ class Thalamus(Actor):
                                      ("region.*.out", Thalamus.region_said), ("sys.error", Thalamus.errored)):
                 await self.listen(subject, handler)
 
+    def language_encoder(self) -> Encoder:
+        """The (slow to load) language encoder of `encoder: minilm`; tests put a double here."""
+        return MiniLMEncoder(device=self.options.device or self.device)
+
+    async def _load_encoder(self, encoder: Encoder) -> None:
+        load = getattr(encoder, "load", None)
+        started = time.monotonic()
+        try:
+            if load is not None:
+                await asyncio.to_thread(load)  # off the event loop: heartbeats go on meanwhile
+        except Exception as exc:
+            reason = f"language encoder failed to load: {type(exc).__name__}: {exc}"
+            self.log.error("thalamus.encoder_failed", error=reason)
+            await self.report(self.out_subject, reason, kind="crash")
+            raise  # a critical task: the actor crashes and its supervisor restarts it
+        self.batcher = MicroBatcher(encoder, max_batch=self.options.max_batch)
+        waiting = self.loading
+        self.log.info("thalamus.encoder_ready", load_s=round(time.monotonic() - started, 2),
+                      waiting=len(waiting or ()), dropped=self.dropped_while_loading)
+        # Texts that arrive while the waiting ones are encoded join the queue behind them, in order.
+        while waiting:
+            batch = list(waiting)
+            waiting.clear()
+            await asyncio.gather(*(self._accept_text(sid, msg) for sid, msg in batch))
+        self.loading = None
+
     async def on_stop(self) -> None:
+        if self.loading:
+            # Stopped before the encoder was ready: these texts are lost, and counted.
+            self.stats["dropped"] += len(self.loading)
+            self.log.warning("thalamus.texts_abandoned", dropped=len(self.loading))
+            self.loading.clear()
         if self.batcher is not None:
             await self.batcher.close()
 
@@ -95,6 +135,28 @@ class Thalamus(Actor):
     @on("stim.text")
     async def heard(self, msg: TextStimulus, meta: Meta) -> None:
         sid = self._stimulus_id(msg.id)
+        if self.loading is not None:
+            self._wait_for_encoder(sid, msg)
+            return
+        await self._accept_text(sid, msg)
+
+    def _wait_for_encoder(self, sid: str, msg: TextStimulus) -> None:
+        assert self.loading is not None
+        if len(self.loading) >= self.options.loading_buffer:
+            if not self.loading:  # no room at all (loading_buffer: 0): this text is the one lost
+                lost = sid
+            else:
+                lost = self.loading.popleft()[0]
+                self.loading.append((sid, msg))
+            self.stats["dropped"] += 1
+            self.dropped_while_loading += 1
+            self.report_soon(self.out_subject, f"text {lost} dropped: the language encoder is still loading and "
+                             f"{self.options.loading_buffer} texts are already waiting for it", kind="overflow",
+                             stimulus_id=lost)
+            return
+        self.loading.append((sid, msg))
+
+    async def _accept_text(self, sid: str, msg: TextStimulus) -> None:
         if self.inputs is not None:
             await self._enqueue(sid, partial(self._take_text, sid, msg))
             return
@@ -219,6 +281,10 @@ class Thalamus(Actor):
                                  "encoder": self.options.encoder}
         if self.batcher is not None:
             stats["mean_batch"] = round(self.batcher.stats.mean_batch_size, 2)
+        if self.options.encoder == "minilm":
+            stats.update(encoder_ready=self.batcher is not None and self.loading is None,
+                         waiting_for_encoder=len(self.loading or ()),
+                         dropped_while_loading=self.dropped_while_loading)
         if self.inputs is not None:
             stats.update(queued=len(self.inputs.queue), released=self.inputs.released,
                          input_timeouts=self.inputs.timeouts)

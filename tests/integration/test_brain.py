@@ -4,6 +4,7 @@ in-process by its supervisor, driven only through public subjects."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from bus import (
     Broadcast,
     Bus,
     EnvActions,
+    Heartbeat,
     Meta,
     MotorAction,
     NeuromodLevels,
@@ -27,6 +29,8 @@ from bus import (
     TextStimulus,
     VectorStimulus,
 )
+from regions.encoders import Encoder, HashingEncoder
+from regions.thalamus import Thalamus
 from tests.actors_for_tests import eventually
 
 SMALL = Path(__file__).resolve().parents[2] / "configs" / "small.yaml"
@@ -196,5 +200,73 @@ async def test_bypassed_workspace_broadcasts_every_bid(bus: Bus, tmp_path: Path)
         await eventually(lambda: len(broadcasts.items) == 3, what="three broadcasts")
         assert all(b.detail.get("bypassed") for b, _ in broadcasts.items)
     finally:
+        sup.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+class GatedEncoder(HashingEncoder):
+    """A language encoder that loads slowly: `load` blocks (in the thalamus's loader thread)
+    until the test opens the gate, like MiniLM's 6-25 s load."""
+
+    gate = threading.Event()
+    loads = 0
+
+    def load(self) -> None:
+        GatedEncoder.loads += 1
+        if not GatedEncoder.gate.wait(timeout=60):
+            raise RuntimeError("the test never let the encoder finish loading")
+
+
+class SlowLoadingThalamus(Thalamus):
+    """The thalamus with `encoder: minilm`, its language encoder replaced by `GatedEncoder`."""
+
+    def language_encoder(self) -> Encoder:
+        return GatedEncoder(dim=self.options.dim)
+
+
+async def test_text_sent_while_the_encoder_loads_is_kept_and_answered(bus: Bus, tmp_path: Path) -> None:
+    GatedEncoder.gate.clear()
+    GatedEncoder.loads = 0
+    data = load_config(SMALL).model_dump()
+    data.update(namespace=bus.subjects.ns, data_dir=str(tmp_path))
+    # A hang check far shorter than the load: a loading thalamus must not count as hung.
+    data["supervisor"].update(hang_timeout=0.3, heartbeat_interval=0.1)
+    data["actors"]["thalamus"].update(kind=f"{__name__}:SlowLoadingThalamus")
+    data["actors"]["thalamus"]["options"].update(encoder="minilm", loading_buffer=3)
+    actions, errors, beats = Recorder(), Recorder(), Recorder()
+    await bus.subscribe("motor.action", actions, model=MotorAction)
+    await bus.subscribe("sys.error", errors, model=SysError)
+    await bus.subscribe("sys.heartbeat.thalamus", beats, model=Heartbeat)
+    # Every actor heartbeats although the encoder has not loaded: the thalamus subscribed first.
+    sup, task = await inprocess.start_brain(bus, BrainConfig.model_validate(data), within=20)
+    try:
+        await bus.publish("env.actions", EnvActions(actions=["left", "right"]))
+        await bus.flush()
+        await asyncio.sleep(0.1)
+        for i in range(4):  # one more than the buffer holds: the oldest text is dropped
+            await bus.publish("stim.text", TextStimulus(text=f"early word {i}", id=f"early-{i}"))
+        await bus.publish("stim.vector", VectorStimulus(vector=np.ones(384, dtype=np.float32), id="vec-1"))
+        # Vectors need no encoder: answered while the texts wait.
+        await eventually(lambda: any(a.stimulus_id == "vec-1" for a, _ in actions.items), what="the vector's action")
+        await eventually(lambda: beats.where(lambda b: b.stats.get("waiting_for_encoder") == 3), what="3 waiting")
+        await asyncio.sleep(1.0)  # several hang checks pass while the encoder is still loading
+        waiting = beats.items[-1][0]
+        assert waiting.restarts == 0 and waiting.state == "running"
+        assert waiting.stats["encoder_ready"] is False and waiting.dropped == 1
+        assert not any(a.stimulus_id.startswith("early") for a, _ in actions.items)
+        dropped = errors.where(lambda e: e.kind == "overflow" and e.actor == "thalamus")
+        assert dropped and dropped[0].stimulus_id == "early-0" and "still loading" in dropped[0].reason
+
+        GatedEncoder.gate.set()
+        want = {"early-1", "early-2", "early-3"}
+        await eventually(lambda: want <= {a.stimulus_id for a, _ in actions.items}, within=10,
+                         what="actions for the texts kept while loading")
+        await bus.publish("stim.text", TextStimulus(text="a later word", id="late-1"))
+        await eventually(lambda: any(a.stimulus_id == "late-1" for a, _ in actions.items), what="a later action")
+        await eventually(lambda: beats.where(lambda b: b.stats.get("encoder_ready") is True), what="ready beat")
+        assert "early-0" not in {a.stimulus_id for a, _ in actions.items}
+        assert GatedEncoder.loads == 1 and beats.items[-1][0].restarts == 0
+    finally:
+        GatedEncoder.gate.set()
         sup.request_stop()
         await asyncio.wait_for(task, 30)
