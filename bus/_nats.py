@@ -6,7 +6,11 @@
    (`publish_block`: the whole HPUB command in one formatting step), and plain header blocks on
    receipt are split without the per-character checks, or not split here at all: a subscription
    registered with `blocks=True` gets the block as received and the codec reads it.
-2. Direct delivery. A subscription registered with `subscribe_direct` skips nats-py's
+2. Parsing. nats-py's protocol parser tries two regular expressions, fills a dict and awaits a
+   coroutine per message. `_FastParser` reads MSG/HMSG control lines with one split, walks the
+   read buffer by offset, and hands direct subscriptions their message without a coroutine;
+   every other protocol line goes to nats-py's parser as before.
+3. Direct delivery. A subscription registered with `subscribe_direct` skips nats-py's
    per-subscription queue and task: the read loop calls a quick synchronous function (decode,
    then put into an actor's mailbox). The actor's bounded mailbox is then the only buffer, and
    its overflow policy the only drop policy, counted exactly.
@@ -25,6 +29,7 @@ from nats import errors
 from nats.aio.client import PING_PROTO, Client
 from nats.aio.subscription import Subscription
 from nats.protocol.command import hpub_cmd
+from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, Parser
 
 from bus.codec import parse_header_block
 
@@ -32,6 +37,10 @@ __all__ = ["DirectCallback", "FastClient", "parse_header_block"]
 
 log = structlog.get_logger("bus.nats")
 _HDR_START = b"NATS/1.0\r\n"
+# Past this many bytes waiting to be written, a publish waits for the flusher (nats-py's default
+# pending size). `Bus` keeps a larger pending size as its buffer for reconnects; without this, a
+# publishing loop that never yields would pile all of it up before the first byte went out.
+FLUSH_AT = 2 * 1024 * 1024
 #: `deliver(subject, reply, data, headers)`; with `blocks=True` a plain header block arrives as
 #: the bytes received (a status line or another spelling still arrives as a dict).
 DirectCallback = Callable[[str, str, bytes, Any], None]
@@ -41,6 +50,7 @@ class FastClient(Client):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self._direct: dict[int, tuple[DirectCallback, bool]] = {}
+        self._ps = _FastParser(self)
 
     async def subscribe_direct(self, subject: str, deliver: DirectCallback, *,
                                queue: str = "", blocks: bool = False) -> Subscription:
@@ -64,13 +74,17 @@ class FastClient(Client):  # type: ignore[misc]
             await super()._process_msg(sid, subject, reply, data, headers)
             return
         deliver, blocks = direct
+        if headers and not (blocks and headers.startswith(_HDR_START)):
+            headers = await self._process_headers(headers)
+        self._deliver_direct(deliver, subject, reply, data, headers or None)
+
+    def _deliver_direct(self, deliver: DirectCallback, subject: bytes, reply: bytes, data: bytes,
+                        headers: Any) -> None:
         stats = self.stats
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
-        if headers and not (blocks and headers.startswith(_HDR_START)):
-            headers = await self._process_headers(headers)
         try:
-            deliver(subject.decode(), reply.decode(), data, headers or None)
+            deliver(subject.decode(), reply.decode(), data, headers)
         except Exception as exc:  # one bad callback must never break the connection's read loop
             log.error("bus.direct_delivery_failed", subject=subject.decode(errors="replace"), error=repr(exc))
 
@@ -100,7 +114,7 @@ class FastClient(Client):  # type: ignore[misc]
         stats["out_bytes"] += size
         self._pending.append(cmd)
         self._pending_data_size += len(cmd)
-        if self._max_pending_size > 0 and self._pending_data_size > self._max_pending_size:
+        if self._pending_data_size > FLUSH_AT or 0 < self._max_pending_size < self._pending_data_size:
             await self._flush_pending(force_flush=True)
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
@@ -130,3 +144,68 @@ class FastClient(Client):  # type: ignore[misc]
         self._pongs.append(future if future is not None else asyncio.get_running_loop().create_future())
         await self._send_command(PING_PROTO)
         await self._flush_pending()
+
+
+class _FastParser(Parser):  # type: ignore[misc]
+    """nats-py's protocol parser with a fast lane for MSG and HMSG (the same states and fields)."""
+
+    nc: FastClient
+
+    async def parse(self, data: bytes = b"") -> None:
+        pending = self.buf  # a reconnect replaces it (`reset`): then this buffer is stale
+        buf = bytes(pending) + data if pending else data
+        pending.clear()
+        nc = self.nc
+        direct = nc._direct
+        pos, size = 0, len(buf)
+        while pos < size:
+            if self.state == AWAITING_CONTROL_LINE:
+                if not (buf.startswith(b"MSG ", pos) or buf.startswith(b"HMSG ", pos)):
+                    # PING, PONG, INFO, +OK, -ERR: nats-py's parser takes the rest of the buffer.
+                    pending.extend(buf[pos:] if pos else buf)
+                    await super().parse()
+                    return
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    break  # the rest of the line is still on its way
+                args = buf[pos:end].split()
+                try:
+                    if args[0] == b"HMSG":
+                        header_needed, needed = int(args[-2]), int(args[-1])
+                        reply = args[3] if len(args) == 6 else b""
+                    else:
+                        header_needed, needed = 0, int(args[-1])
+                        reply = args[3] if len(args) == 5 else b""
+                    sid = int(args[2])
+                    subject = args[1]
+                except (IndexError, ValueError):
+                    raise errors.ProtocolError("nats: malformed MSG") from None
+                self.msg_arg = {"subject": subject, "sid": sid, "reply": reply}
+                self.needed, self.header_needed = needed, header_needed
+                self.state = AWAITING_MSG_PAYLOAD
+                pos = end + 2
+            else:
+                needed = self.needed
+                if size - pos < needed + 2:
+                    break  # wait for the rest of the payload
+                header_needed = self.header_needed
+                if header_needed > 0:
+                    hdr: bytes | None = buf[pos:pos + header_needed]
+                    payload = buf[pos + header_needed:pos + needed]
+                    self.header_needed = 0
+                else:
+                    hdr = None
+                    payload = buf[pos:pos + needed]
+                pos += needed + 2
+                self.state = AWAITING_CONTROL_LINE
+                arg = self.msg_arg
+                sid = arg["sid"]
+                target = direct.get(sid)
+                if target is not None and (hdr is None or (target[1] and hdr.startswith(_HDR_START))):
+                    nc._deliver_direct(target[0], arg["subject"], arg["reply"], payload, hdr)
+                else:
+                    await nc._process_msg(sid, arg["subject"], arg["reply"], payload, hdr)
+                    if self.buf is not pending:
+                        return  # the connection was reset meanwhile: the rest belongs to the old one
+        if pos < size:
+            pending.extend(buf[pos:] if pos else buf)
