@@ -9,9 +9,10 @@ another process: the brain is reached only through the public subjects. Conditio
 * ``frozen_hormones``: the same with every hormone pinned at its baseline (`hormones.frozen`);
 * ``no_workspace``: the same with the workspace competition bypassed (`workspace.compete: false`).
 
-Then, on the same server, the hippocampus's experiments (bench.episodic, configs/memory.yaml):
-one-shot learning with and without the hippocampus, and retention of a task after a conflicting
-one with and without a sleep.
+Then, on the same server, two experiments with their ablations: attention under a distractor
+(bench.attention: the full brain vs the workspace bypassed, where the reversal task cannot tell
+them apart), and the hippocampus's (bench.episodic, configs/memory.yaml): one-shot learning with
+and without the hippocampus, retention of a task after a conflicting one with and without a sleep.
 
 Every condition gets the same trial sequence (same seed). The references are computed here, in
 process, on exactly those trials with the same outcome draws (common random numbers):
@@ -48,6 +49,7 @@ from typing import Any
 import orjson
 import yaml
 
+from bench.attention import attention_targets, print_attention, run_attention_bench
 from bench.episodic import episodic_targets, print_episodic, run_episodic_bench
 from bus import EmbeddedServer
 
@@ -424,6 +426,8 @@ def print_report(results: dict[str, Any]) -> None:
     q = results["q_learner"]
     print(f"Q oracle: alpha {q['alpha']}, epsilon {q['epsilon']} (grid-tuned on this sequence), "
           f"mean of {EVAL_SEEDS} runs")
+    if "attention" in results:
+        print_attention(results["attention"])
     if "episodic" in results:
         print_episodic(results["episodic"])
     for t in results["targets"]:
@@ -450,7 +454,7 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def run_cognition_bench(out: Path, *, quick: bool, settings: Settings | None = None,
                               conditions: list[str] | None = None,
-                              encoder: str | None = None, episodic: bool = True) -> dict[str, Any]:
+                              encoder: str | None = None, extras: bool = True) -> dict[str, Any]:
     """Run every condition against its own brain process, score the references, print and write JSON.
 
     Args:
@@ -459,13 +463,14 @@ async def run_cognition_bench(out: Path, *, quick: bool, settings: Settings | No
         settings: Override the trial counts (tests).
         conditions: A subset of :data:`CONDITIONS` (default: all).
         encoder: ``minilm`` or ``hashing`` (default: MiniLM when available).
-        episodic: Also run the episodic-memory and sleep experiments (bench.episodic).
+        extras: Also run the attention and the episodic-memory experiments.
     """
     settings = settings or (QUICK if quick else FULL)
     encoder = encoder or pick_encoder()
     names = conditions or list(CONDITIONS)
     started = time.monotonic()
     runs: dict[str, dict[str, Any]] = {}
+    attention_results: dict[str, Any] = {}
     episodic_results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="brainbus-cognition-") as tmp:
         async with EmbeddedServer(data_dir=Path(tmp) / "nats", jetstream=False) as server:
@@ -474,7 +479,11 @@ async def run_cognition_bench(out: Path, *, quick: bool, settings: Settings | No
                 runs[name] = await run_condition(server.url, f"cog{i}", name, encoder, settings,
                                                  Path(tmp) / name)
                 print(f"  {name}: {time.monotonic() - t0:.0f} s")
-            if episodic:
+            if extras:
+                t0 = time.monotonic()
+                attention_results = await run_attention_bench(server.url, Path(tmp) / "attention", encoder=encoder,
+                                                              trials=100 if quick else 200)
+                print(f"  attention under a distractor: {time.monotonic() - t0:.0f} s")
                 t0 = time.monotonic()
                 episodic_results = await run_episodic_bench(server.url, Path(tmp) / "episodic", encoder=encoder)
                 print(f"  episodic memory and sleep: {time.monotonic() - t0:.0f} s")
@@ -494,9 +503,10 @@ async def run_cognition_bench(out: Path, *, quick: bool, settings: Settings | No
         "mappings": runs[names[0]]["mappings"],
     }
     results["targets"] = _targets(results)
-    if episodic:
+    if extras:
+        results["attention"] = attention_results
         results["episodic"] = episodic_results
-        results["targets"] += episodic_targets(episodic_results)
+        results["targets"] += attention_targets(attention_results) + episodic_targets(episodic_results)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["teacher_runs"] = runs
     print_report(results)
