@@ -414,8 +414,10 @@ class Actor:
             fn, msg, meta = self._mailbox.popleft()
             await self._call(fn, msg, meta)
             # A handler that never awaits anything slow would otherwise keep the loop until its
-            # mailbox is empty, starving every other actor (and timers) of this process.
-            await asyncio.sleep(0)
+            # mailbox is empty, starving every other actor (and timers) of this process. With an
+            # empty mailbox the wait for the next message yields anyway: no extra round.
+            if self._mailbox or self._tick_due:
+                await asyncio.sleep(0)
 
     async def _call(self, fn: Callable[..., Awaitable[Any]], msg: Message | None, meta: Meta | None) -> None:
         self._busy_since = t0 = time.monotonic()
