@@ -637,6 +637,26 @@ class ShardPersistence:
                 raise ValueError("log_add needs assigned episode ids; call VectorStore.prepare first")
         return self._append([(KIND_ADD, ep.to_bytes()) for ep in episodes])
 
+    def log_commit(self, removed: Sequence[int] | npt.NDArray[np.integer[Any]], added: Sequence[bytes]) -> int:
+        """Durably log one group commit: the removal of ``removed`` (if any) as one record, then
+        one record per episode in ``added``, with one write and one fsync for all of them.
+
+        ``added`` holds :meth:`Episode.to_bytes` of episodes with assigned ids: encoding is
+        left to the caller so that it can run on the caller's thread. A shard calls this from a
+        worker thread, and every time a worker thread gives the GIL back and needs it again
+        behind a busy event loop it can wait a whole switch interval (5 ms); with encoding done
+        before, the thread only writes and syncs.
+
+        Returns:
+            The sequence number of the last record written (unchanged if both are empty).
+        """
+        arr = np.asarray(removed, dtype="<i8").reshape(-1)
+        items = [(KIND_REMOVE, arr.tobytes())] if len(arr) else []
+        items.extend((KIND_ADD, data) for data in added)
+        if not items:
+            return self._last_seq
+        return self._append(items)
+
     def log_remove(self, ids: Sequence[int] | npt.NDArray[np.integer[Any]]) -> int:
         """Durably log the removal of ``ids`` (evicted, pruned or deleted), as one record.
 

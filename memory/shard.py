@@ -7,14 +7,16 @@ Stores (`NS.mem.store`, request/reply):
   move old episodes; with a queue group a new shard just joins and takes its share.
 - ``mirrored`` mode: a plain subscription, so every shard stores every episode (and acks it).
 
-Group commit: a store handler only validates and queues the episode; a committer task takes
-everything queued within ``commit_window_ms``, evicts if the shard is full (logged as a
-removal), writes the whole batch to the log with ONE fsync (`ShardPersistence.log_add`), adds it
-to the `VectorStore`, and only then sends the acks. Acknowledged therefore means durable.
+Group commit: a store is checked and queued as it is read off the connection (no handler
+call per episode); a committer task takes everything queued within ``commit_window_ms``,
+evicts if the shard is full, writes the removal and the whole batch to the log with ONE fsync
+(`ShardPersistence.log_commit`), adds it to the `VectorStore`, and only then sends the acks.
+Acknowledged therefore means durable.
 
 Recall (`NS.mem.recall`, scatter-gather): every shard answers with its local top-k; the caller
 merges (see `memory.recall`). Search runs in a worker thread under the store lock, so the
-event loop keeps taking stores while a large shard scans its matrix.
+event loop keeps taking stores while a large shard scans its matrix; the workers run torch on
+one thread each, the shards of a process searching side by side (`memory.search_threads`).
 
 Intake when full (independent mode): a full shard that sees, in the other shards' heartbeats,
 an open shard with room leaves the queue group ("sealed": it keeps answering recalls), so new
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.actor import Actor, HandlerFn, every, on
+from actors.actor import Actor, ActorState, HandlerFn, every, on
 from bus import Meta, Subscription
 from bus.errors import BadInput
 from bus.models import (
@@ -51,6 +53,7 @@ from bus.models import (
 )
 from memory.durable import RecoveryReport, ShardPersistence
 from memory.episodes import Episode
+from memory.search_threads import run_search
 from memory.store import VectorStore
 
 if TYPE_CHECKING:
@@ -104,7 +107,7 @@ class HippocampusShard(Actor):
     kind = "hippocampus_shard"
     Options = ShardOptions
     options: ShardOptions
-    # Store handlers only queue work; a second worker lets them flow while a recall searches.
+    # Two handlers at once: a recall waiting for the store lock does not hold up the others.
     concurrency = 2
 
     def attach_supervisor(self, supervisor: Supervisor) -> None:
@@ -139,6 +142,7 @@ class HippocampusShard(Actor):
             "mem.recall", self._enqueuer(cast(HandlerFn, type(self).recalled)), model=MemRecall,
             on_bad=self._bad_recall)
         self._subs.append(self._recall_sub)
+        self._store_via_mailbox = self._enqueuer(cast(HandlerFn, type(self).stored))
         await self._open_intake()
         self._committer = asyncio.ensure_future(self._commit_loop())
         self._committer.add_done_callback(self._on_worker_done)
@@ -208,8 +212,7 @@ class HippocampusShard(Actor):
         if self._store_sub is None:
             queue = STORE_QUEUE if self.options.mode == "independent" else ""
             self._store_sub = await self.bus.subscribe_direct(
-                "mem.store", self._enqueuer(cast(HandlerFn, type(self).stored)), model=MemStore,
-                on_bad=self._bad_store, queue=queue)
+                "mem.store", self._take_store, model=MemStore, on_bad=self._bad_store, queue=queue)
             self._subs.append(self._store_sub)
 
     async def _close_intake(self) -> None:
@@ -242,23 +245,60 @@ class HippocampusShard(Actor):
 
     # ---------------------------------------------------------------- store
 
+    def _take_store(self, msg: MemStore, meta: Meta) -> None:
+        """Check one store and queue it for the committer, straight from the connection's read loop.
+
+        A store needs no handler of its own: it only joins the next group commit, which sends
+        the ack once the episode is durable. Going through the mailbox cost a handler call and
+        an event-loop round per episode, and batches filled one round at a time. The queue is
+        bounded like a mailbox: past ``mailbox_capacity`` waiting stores, a store is refused
+        with an error ack ("busy"), counted as dropped and reported, never silently lost.
+        While the actor is paused, stores wait in the mailbox as before.
+        """
+        if self.state not in (ActorState.RUNNING, ActorState.SLEEPING):
+            self._store_via_mailbox(msg, meta)
+            return
+        self.stats["msgs_in"] += 1
+        reason = self._store_problem(msg)
+        if reason is not None:
+            self.stats["rejected"] += 1
+            self.report_soon(meta.subject, reason, stimulus_id=meta.stimulus_id)
+            self._answer_refused(meta, reason)
+            return
+        if len(self._pending) >= self._capacity:
+            self.stats["dropped"] += 1
+            reason = f"shard busy: {len(self._pending)} stores are waiting for the log; retry later"
+            self.report_soon(meta.subject, reason, kind="overflow", stimulus_id=meta.stimulus_id)
+            self._answer_refused(meta, reason)
+            return
+        self._queue_store(msg, meta)
+
     async def stored(self, msg: MemStore, meta: Meta) -> None:
-        """Validate and queue one episode; the committer acknowledges it once it is durable."""
+        """Mailbox handler for stores that arrived while the actor was paused."""
+        reason = self._store_problem(msg)
+        if reason is not None:
+            await self.bus.respond(meta, MemStoreAck(shard=self.name, episode_id=-1, ok=False, error=reason),
+                                   source=self.name)
+            raise BadInput(reason)
+        self._queue_store(msg, meta)
+
+    def _store_problem(self, msg: MemStore) -> str | None:
         if msg.key.size != self.options.dim:
-            await self._reject_store(meta, f"key has {msg.key.size} dimensions; this memory stores "
-                                           f"{self.options.dim}")
+            return f"key has {msg.key.size} dimensions; this memory stores {self.options.dim}"
         if not np.any(msg.key):
-            await self._reject_store(meta, "key is all zeros (it has no direction to recall it by)")
+            return "key is all zeros (it has no direction to recall it by)"
+        return None
+
+    def _queue_store(self, msg: MemStore, meta: Meta) -> None:
         episode = Episode(episode_id=-1, key=msg.key, stimulus_id=msg.stimulus_id or meta.stimulus_id,
                           action=msg.action, reward=msg.reward, hormones=msg.hormones,
                           time=time.time(), salience=msg.salience)
         self._pending.append((episode, meta))
         self._have_pending.set()
 
-    async def _reject_store(self, meta: Meta, reason: str) -> None:
-        await self.bus.respond(meta, MemStoreAck(shard=self.name, episode_id=-1, ok=False, error=reason),
-                               source=self.name)
-        raise BadInput(reason)
+    def _answer_refused(self, meta: Meta, reason: str) -> None:
+        self._spawn(self.bus.respond(meta, MemStoreAck(shard=self.name, episode_id=-1, ok=False, error=reason),
+                                     source=self.name), f"{self.name}.refused")
 
     async def _commit_loop(self) -> None:
         window = self.options.commit_window_ms / 1000
@@ -287,13 +327,14 @@ class HippocampusShard(Actor):
         error: str | None = None
         if self.persistence is not None and episodes:
             try:
-                await asyncio.to_thread(self._log, victims, episodes)
+                encoded = [ep.to_bytes() for ep in episodes]  # here: the thread only does I/O
+                await asyncio.to_thread(self.persistence.log_commit, victims, encoded)
             except OSError as exc:
                 error = f"cannot write the shard log ({exc}); episode not stored"
                 self.log.error("hippocampus.log_failed", error=str(exc), batch=len(episodes))
         if error is None and episodes:
             async with self._lock:
-                store.add(episodes)
+                store.add(episodes, prepared=True)
             self._counts["stores"] += len(episodes)
             self._counts["evicted"] += len(victims)
             self._counts["commits"] += 1
@@ -326,12 +367,6 @@ class HippocampusShard(Actor):
                             f"{self.name}.reject")
         return good, metas
 
-    def _log(self, victims: np.ndarray, episodes: list[Episode]) -> None:
-        assert self.persistence is not None
-        if len(victims):
-            self.persistence.log_remove(victims)
-        self.persistence.log_add(episodes)
-
     async def _maybe_checkpoint(self) -> None:
         if self.persistence is None or not self._since_checkpoint:
             return
@@ -357,7 +392,7 @@ class HippocampusShard(Actor):
             raise BadInput(reason)
         t0 = time.perf_counter()
         async with self._lock:
-            hits = await asyncio.to_thread(self._search, msg.query, msg.k, msg.with_keys)
+            hits = await run_search(self._search, msg.query, msg.k, msg.with_keys)
             episodes = len(self.store)
         self._last_recall_ms = (time.perf_counter() - t0) * 1000
         self._counts["recalls"] += 1

@@ -102,6 +102,8 @@ class VectorStore:
         self.reward_weight = float(reward_weight)
         self._torch_dtype = torch.float16 if dtype == "float16" else torch.float32
         self._keys = torch.zeros((capacity, dim), dtype=self._torch_dtype, device=self.device)
+        # A numpy view of the same memory on the CPU (for writes that should not leave Python).
+        self._keys_np: npt.NDArray[Any] | None = self._keys.numpy() if self.device.type == "cpu" else None
         self._ids = np.full(capacity, -1, dtype=np.int64)
         self._valid = np.zeros(capacity, dtype=np.bool_)
         self._time = np.zeros(capacity, dtype=np.float64)
@@ -207,8 +209,13 @@ class VectorStore:
             for i, ep in enumerate(episodes)
         ]
 
-    def add(self, episodes: Sequence[Episode]) -> IdArray:
+    def add(self, episodes: Sequence[Episode], *, prepared: bool = False) -> IdArray:
         """Add a batch of episodes; episodes with a negative id get a fresh one.
+
+        Args:
+            episodes: The batch.
+            prepared: The episodes are what :meth:`prepare` of this store returned (unit
+                float32 keys, checked fields, assigned ids): they are not validated again.
 
         Returns:
             The ids of the added episodes, in input order.
@@ -225,7 +232,7 @@ class VectorStore:
             raise StoreFull(
                 f"store full: batch of {n} episodes but only {self.free_slots} of {self.capacity} slots free"
             )
-        cols = self._validate(episodes)
+        cols = self._prepared_columns(episodes) if prepared else self._validate(episodes)
         # Encode strings before touching any array, so a too-long stimulus id adds nothing.
         stim_bytes = [None if ep.stimulus_id is None else ep.stimulus_id.encode("utf-8") for ep in episodes]
         for i, sb in enumerate(stim_bytes):
@@ -245,8 +252,13 @@ class VectorStore:
             raise
 
         slots = self._take_slots(n)
-        slot_t = torch.from_numpy(slots.astype(np.int64)).to(self.device)
-        self._keys[slot_t] = torch.from_numpy(cols.keys).to(device=self.device, dtype=self._torch_dtype)
+        if self._keys_np is not None:
+            # numpy, not torch: a torch op releases the GIL and getting it back can wait a whole
+            # switch interval (5 ms) behind a busy thread; the conversion to float16 rounds the same.
+            self._keys_np[slots] = cols.keys
+        else:
+            slot_t = torch.from_numpy(slots.astype(np.int64)).to(self.device)
+            self._keys[slot_t] = torch.from_numpy(cols.keys).to(device=self.device, dtype=self._torch_dtype)
         self._ids[slots] = ids
         self._valid[slots] = True
         self._time[slots] = cols.time
@@ -290,6 +302,15 @@ class VectorStore:
                 if not math.isfinite(value):
                     raise ValueError(f"episode {i}: hormone {name!r} must be finite, got {value!r}")
         return _Columns(keys, time, sal.astype(np.float32), rew.astype(np.float32))
+
+    def _prepared_columns(self, episodes: Sequence[Episode]) -> _Columns:
+        """The columns of episodes that :meth:`prepare` already checked and normalized."""
+        return _Columns(
+            np.stack([ep.key for ep in episodes]),
+            np.array([ep.time for ep in episodes], dtype=np.float64),
+            np.array([ep.salience for ep in episodes], dtype=np.float32),
+            np.array([np.nan if ep.reward is None else ep.reward for ep in episodes], dtype=np.float32),
+        )
 
     def _assign_ids(self, episodes: Sequence[Episode]) -> IdArray:
         ids = np.array([ep.episode_id for ep in episodes], dtype=np.int64)
