@@ -157,55 +157,62 @@ class _FastParser(Parser):  # type: ignore[misc]
         pending.clear()
         nc = self.nc
         direct = nc._direct
+        stats = nc.stats
         pos, size = 0, len(buf)
         while pos < size:
-            if self.state == AWAITING_CONTROL_LINE:
-                if not (buf.startswith(b"MSG ", pos) or buf.startswith(b"HMSG ", pos)):
-                    # PING, PONG, INFO, +OK, -ERR: nats-py's parser takes the rest of the buffer.
-                    pending.extend(buf[pos:] if pos else buf)
-                    await super().parse()
-                    return
+            if self.state == AWAITING_MSG_PAYLOAD:  # a payload that was still on its way
+                needed, header_needed = self.needed, self.header_needed
+                arg = self.msg_arg
+                subject, sid, reply = arg["subject"], arg["sid"], arg["reply"]
+                if size - pos >= needed + 2:
+                    self.state, self.header_needed = AWAITING_CONTROL_LINE, 0
+            else:
                 end = buf.find(b"\r\n", pos)
                 if end < 0:
                     break  # the rest of the line is still on its way
                 args = buf[pos:end].split()
+                op = args[0] if args else b""
                 try:
-                    if args[0] == b"HMSG":
+                    if op == b"HMSG":
                         header_needed, needed = int(args[-2]), int(args[-1])
                         reply = args[3] if len(args) == 6 else b""
-                    else:
+                    elif op == b"MSG":
                         header_needed, needed = 0, int(args[-1])
                         reply = args[3] if len(args) == 5 else b""
-                    sid = int(args[2])
-                    subject = args[1]
+                    else:
+                        # PING, PONG, INFO, +OK, -ERR: nats-py's parser takes the rest of the buffer.
+                        pending.extend(buf[pos:] if pos else buf)
+                        await super().parse()
+                        return
+                    subject, sid = args[1], int(args[2])
                 except (IndexError, ValueError):
                     raise errors.ProtocolError("nats: malformed MSG") from None
+                pos = end + 2
+            if size - pos < needed + 2:
+                # Wait for the rest of the payload, in nats-py's own state fields.
                 self.msg_arg = {"subject": subject, "sid": sid, "reply": reply}
                 self.needed, self.header_needed = needed, header_needed
                 self.state = AWAITING_MSG_PAYLOAD
-                pos = end + 2
+                break
+            if header_needed:
+                hdr: bytes | None = buf[pos:pos + header_needed]
+                payload = buf[pos + header_needed:pos + needed]
             else:
-                needed = self.needed
-                if size - pos < needed + 2:
-                    break  # wait for the rest of the payload
-                header_needed = self.header_needed
-                if header_needed > 0:
-                    hdr: bytes | None = buf[pos:pos + header_needed]
-                    payload = buf[pos + header_needed:pos + needed]
-                    self.header_needed = 0
-                else:
-                    hdr = None
-                    payload = buf[pos:pos + needed]
-                pos += needed + 2
-                self.state = AWAITING_CONTROL_LINE
-                arg = self.msg_arg
-                sid = arg["sid"]
-                target = direct.get(sid)
-                if target is not None and (hdr is None or (target[1] and hdr.startswith(_HDR_START))):
-                    nc._deliver_direct(target[0], arg["subject"], arg["reply"], payload, hdr)
-                else:
-                    await nc._process_msg(sid, arg["subject"], arg["reply"], payload, hdr)
-                    if self.buf is not pending:
-                        return  # the connection was reset meanwhile: the rest belongs to the old one
+                hdr = None
+                payload = buf[pos:pos + needed]
+            pos += needed + 2
+            target = direct.get(sid)
+            if target is not None and (hdr is None or (target[1] and hdr.startswith(_HDR_START))):
+                stats["in_msgs"] += 1
+                stats["in_bytes"] += len(payload)
+                try:
+                    target[0](subject.decode(), reply.decode(), payload, hdr)
+                except Exception as exc:  # one bad callback must never break the connection's read loop
+                    log.error("bus.direct_delivery_failed", subject=subject.decode(errors="replace"),
+                              error=repr(exc))
+            else:
+                await nc._process_msg(sid, subject, reply, payload, hdr)
+                if self.buf is not pending:
+                    return  # the connection was reset meanwhile: the rest belongs to the old one
         if pos < size:
             pending.extend(buf[pos:] if pos else buf)

@@ -50,7 +50,8 @@ __all__ = [
 
 H_TYPE, H_ID, H_SRC, H_TS, H_SID, H_VEC = "Bb-Type", "Bb-Id", "Bb-Src", "Bb-Ts", "Bb-Sid", "Bb-Vec"
 MAX_BODY = 256 * 1024
-_DTYPES: dict[str, np.dtype[Any]] = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
+_F16, _F32 = np.dtype("<f2"), np.dtype("<f4")
+_DTYPES: dict[str, np.dtype[Any]] = {"f32": _F32, "f16": _F16}
 M = TypeVar("M", bound=Message)
 
 # Message ids: a per-process prefix and a counter — unique, ordered, and far cheaper than uuid4.
@@ -76,7 +77,7 @@ def encode(
     model: Message, *, source: str | None = None, stimulus_id: str | None = None
 ) -> tuple[bytes, dict[str, str]]:
     """Encode a model as (body, headers) for publishing (headers in `encode_wire`'s order)."""
-    body, vec_spec = _body(model)
+    body, vec_line = _body(model)
     headers = {H_TYPE: type(model).TAG}
     if source:
         headers[H_SRC] = source
@@ -84,8 +85,8 @@ def encode(
     headers[H_TS] = str(time.time_ns() // 1000)
     if stimulus_id:
         headers[H_SID] = stimulus_id
-    if vec_spec:
-        headers[H_VEC] = vec_spec
+    if vec_line:
+        headers[H_VEC] = vec_line[len(H_VEC) + 2:-2].decode()
     return body, headers
 
 
@@ -98,10 +99,9 @@ def encode_wire(model: Message, *, source: str, stimulus_id: str | None = None) 
     """
     cls = type(model)
     head = _heads.get((cls, source)) or _head(cls, source)
-    body, vec_spec = _body(model)
+    body, vec_line = _body(model)
     block = _BLOCK % (head, next(_ids), time.time_ns() // 1000,
-                      _sid_line(stimulus_id) if stimulus_id else b"",
-                      _vec_line(vec_spec) if vec_spec else b"")
+                      _sid_line(stimulus_id) if stimulus_id else b"", vec_line)
     return body, block
 
 
@@ -109,7 +109,7 @@ def encode_wire(model: Message, *, source: str, stimulus_id: str | None = None) 
 _heads: dict[tuple[type[Message], str], bytes] = {}
 _BLOCK = f"%b%x\r\n{H_TS}: %d\r\n%b%b\r\n".encode()
 _sid_lines: dict[str, bytes] = {}
-_vec_lines: dict[str, bytes] = {}
+_vec_lines: dict[tuple[str, str, int] | str, bytes] = {}
 
 
 def _head(cls: type[Message], source: str) -> bytes:
@@ -133,45 +133,47 @@ def _sid_line(stimulus_id: str) -> bytes:
     return line
 
 
-def _vec_line(spec: str) -> bytes:
-    line = _vec_lines.get(spec)
-    if line is None:
-        line = f"{H_VEC}: {spec}\r\n".encode()
-        if len(_vec_lines) < 1024:
-            _vec_lines[spec] = line
-    return line
-
-
-def _body(model: Message) -> tuple[bytes, str]:
-    """JSON of the non-vector fields, then the vectors' raw bytes; and the `Bb-Vec` spec."""
+def _body(model: Message) -> tuple[bytes, bytes]:
+    """JSON of the non-vector fields, then the vectors' raw bytes; and the `Bb-Vec` header line."""
     cls = type(model)
     serializer = cls.__pydantic_serializer__
     names = cls.VECTOR_FIELDS
     if not names:
-        return serializer.to_json(model), ""
-    if len(names) == 1:  # every model but a future multi-vector one: no lists, no joins
+        return serializer.to_json(model), b""
+    if len(names) == 1:  # every model so far: no lists, no joins
         name = names[0]
         arr = getattr(model, name)
         if arr is None:
-            return serializer.to_json(model), ""
+            return serializer.to_json(model), b""
         raw, spec = _vector_bytes(name, arr)
-        return serializer.to_json(model, exclude={name}) + raw, spec
+        return serializer.to_json(model, exclude={name}) + raw, _vec_line(spec)
     vectors = [(n, a) for n in names if (a := getattr(model, n)) is not None]
     if not vectors:
-        return serializer.to_json(model), ""
+        return serializer.to_json(model), b""
     parts = [serializer.to_json(model, exclude={n for n, _ in vectors})]
     specs = []
     for name, arr in vectors:
         raw, spec = _vector_bytes(name, arr)
         parts.append(raw)
-        specs.append(spec)
-    return b"".join(parts), ",".join(specs)
+        specs.append(":".join(map(str, spec)))
+    return b"".join(parts), _vec_line(",".join(specs))
 
 
-def _vector_bytes(name: str, arr: np.ndarray) -> tuple[bytes, str]:
-    if arr.dtype == np.float16:
-        return arr.astype("<f2", copy=False).tobytes(), f"{name}:f16:{arr.size}"
-    return arr.astype("<f4", copy=False).tobytes(), f"{name}:f32:{arr.size}"
+def _vector_bytes(name: str, arr: np.ndarray) -> tuple[bytes, tuple[str, str, int]]:
+    if arr.dtype == _F16:
+        return arr.astype(_F16, copy=False).tobytes(), (name, "f16", arr.size)
+    return arr.astype(_F32, copy=False).tobytes(), (name, "f32", arr.size)
+
+
+def _vec_line(spec: tuple[str, str, int] | str) -> bytes:
+    """The `Bb-Vec` line of one vector `(name, dtype, length)`, or of several (a spec string)."""
+    line = _vec_lines.get(spec)
+    if line is None:
+        text = spec if isinstance(spec, str) else ":".join(map(str, spec))
+        line = f"{H_VEC}: {text}\r\n".encode()
+        if len(_vec_lines) < 1024:
+            _vec_lines[spec] = line
+    return line
 
 
 # A header block as `encode_wire` writes it: one match reads all the metadata.
@@ -214,13 +216,14 @@ def decode(
     if len(data) > MAX_BODY:
         raise DecodeError(f"payload of {len(data)} bytes exceeds the {MAX_BODY} byte limit", subject=subject)
     vec_spec: str | None = None
-    if not headers:
-        meta = Meta(subject, reply or None, size=len(data))
-    elif type(headers) is bytes and (own := _OWN_BLOCK.fullmatch(headers.decode(errors="replace"))):
+    own = _OWN_BLOCK.fullmatch(headers.decode("utf-8", "replace")) if type(headers) is bytes else None
+    if own is not None:
         type_tag, source, msg_id, ts, stimulus_id, vec_spec = own.groups()
         if type_tag != model.TAG:
             raise DecodeError(_wrong_type(type_tag, model), subject=subject)
         meta = Meta(subject, reply or None, type_tag, msg_id, source, int(ts) / 1e6, stimulus_id, len(data))
+    elif not headers:
+        meta = Meta(subject, reply or None, size=len(data))
     else:
         if isinstance(headers, bytes):
             headers = parse_header_block(headers) or _lenient_headers(headers)
@@ -320,19 +323,18 @@ def _decode_with_vectors(model: type[Message], data: bytes, spec: str, subject: 
     if total > len(data):
         raise DecodeError(f"body of {len(data)} bytes is shorter than {H_VEC} needs ({total})",
                           subject=subject)
-    head = len(data) - total
+    offset = len(data) - total
     try:
-        obj = orjson.loads(data[:head])
+        obj = orjson.loads(data[:offset])
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"body is not valid JSON ({exc})", subject=subject) from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise DecodeError("body must be a JSON object", subject=subject)
-    offset = head
     for name, dtype, n in fields:
-        arr = np.frombuffer(data, dtype=dtype, count=n, offset=offset)
-        offset += dtype.itemsize * n
         # A writable float32 copy: torch and in-place maths must never see a read-only buffer.
-        obj[name] = arr.astype(np.float32)
+        arr = np.frombuffer(data, dtype, n, offset)
+        obj[name] = arr.copy() if dtype is _F32 else arr.astype(np.float32)
+        offset += dtype.itemsize * n
     return obj
 
 

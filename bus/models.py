@@ -55,18 +55,25 @@ __all__ = [
 
 MAX_DIM = 8192
 MAX_TEXT = 10_000
-_SCALED_ONES = np.full(MAX_DIM, 2.0**-14, dtype=np.float32)
+_F32 = np.dtype(np.float32)
+_ONES = np.full(MAX_DIM, 2.0**-14, dtype=np.float32)
+# The weights of the finiteness check, one view per vector length (made when first seen).
+_SCALED_ONES: dict[int, np.ndarray] = {}
 
 
 def _to_vector(value: Any) -> np.ndarray:
     """Validate a vector: a 1-D array of finite numbers (list from JSON, ndarray from binary)."""
-    if type(value) is np.ndarray and value.dtype == np.float32 and value.ndim == 1 and 0 < value.size <= MAX_DIM:
+    if type(value) is np.ndarray and value.dtype is _F32 and value.ndim == 1:
         # The hot path (binary vectors from the codec): one dot product checks them all. Scaled
         # by 2^-14, at most 8192 float32 values cannot overflow the sum, and any NaN or Inf
         # makes it non-finite (a single BLAS call, several times cheaper than a float64 sum).
-        if not math.isfinite(value.dot(_SCALED_ONES[: value.size])):
-            raise ValueError("contains NaN or Inf (or a number too large for float32)")
-        return value
+        weights = _SCALED_ONES.get(value.size)
+        if weights is None and 0 < value.size <= MAX_DIM:
+            weights = _SCALED_ONES[value.size] = _ONES[: value.size]
+        if weights is not None:
+            if not math.isfinite(value.dot(weights)):
+                raise ValueError("contains NaN or Inf (or a number too large for float32)")
+            return value
     if isinstance(value, np.ndarray):
         arr = value
     elif isinstance(value, list | tuple):

@@ -29,6 +29,7 @@ from bus import (
     VectorStimulus,
     codec,
 )
+from bus._nats import FastClient
 from bus.models import CtlReply, CtlRequest, EnvActions, MemHit, MotorAction
 
 Received = list[tuple[Any, Meta]]
@@ -427,3 +428,92 @@ async def test_flush_covers_subscriptions_made_before_it(bus: Bus, other_bus: Bu
     monkeypatch.undo()
     await other_bus.publish("region.r49.out", RegionOutput(region="r49", kind="x"))
     await wait_for(lambda: len(got) == 1)
+
+
+# ---------------------------------------------------------------- direct delivery and the fast parser
+
+
+async def test_direct_delivery_of_a_mixed_burst(bus: Bus, other_bus: Bus) -> None:
+    """Typed, plain and foreign-header messages of every size arrive whole, decoded, in order.
+
+    Vectors up to 8192-d (32 KiB, the size of one socket read) make messages straddle reads.
+    """
+    got: list[tuple[Any, Meta]] = []
+    bad: list[str] = []
+    await bus.subscribe_direct("region.*.out", lambda m, meta: got.append((m, meta)),
+                               on_bad=lambda exc, meta: bad.append(exc.reason))
+    await settle(bus)
+    sent: list[tuple[str, int]] = []
+    for i in range(300):
+        dim = (1, 384, 8192, 5000)[i % 4]
+        vec = np.full(dim, i, np.float32)
+        subject = bus.subjects.region_out(f"r{i % 3}")
+        if i % 5 == 0:  # an outside client: plain JSON, no headers
+            await other_bus.publish_raw(subject, orjson.dumps({"region": "x", "kind": "plain", "data": {"i": i}}))
+            sent.append(("plain", i))
+        elif i % 7 == 0:  # an outside client with headers of its own: a dict, not our block
+            await other_bus.publish_raw(subject, orjson.dumps({"region": "x", "kind": "foreign", "data": {"i": i}}),
+                                        headers={"Trace-Id": f"t{i}", codec.H_SID: f"f-{i}"})
+            sent.append(("foreign", i))
+        else:
+            await other_bus.publish(subject, RegionOutput(region="x", kind="typed", vector=vec, data={"i": i}),
+                                    stimulus_id=f"s-{i}", reply=f"_INBOX.reply.{i}" if i % 2 else None)
+            sent.append(("typed", i))
+    await other_bus.publish_raw(bus.subjects.region_out("r0"), b'{"region": "x", "kind": 5}')
+    await wait_for(lambda: len(got) == len(sent) and len(bad) == 1, within=10)
+    assert [(m.kind, m.data["i"]) for m, _ in got] == sent
+    for (msg, meta), (kind, i) in zip(got, sent, strict=True):
+        assert meta.subject == bus.subjects.region_out(f"r{i % 3}")
+        if kind == "typed":
+            assert msg.vector.shape == ((1, 384, 8192, 5000)[i % 4],) and (msg.vector == i).all()
+            assert (meta.source, meta.stimulus_id, meta.type) == ("test-other", f"s-{i}", "region_output/1")
+            assert meta.reply == (f"_INBOX.reply.{i}" if i % 2 else None)
+        else:
+            assert msg.vector is None and meta.source is None
+            assert meta.stimulus_id == (f"f-{i}" if kind == "foreign" else None)
+    assert "field 'kind'" in bad[0]
+
+
+class _RecordingClient(FastClient):
+    """A FastClient that records what its parser hands to nats-py's own message path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_nats: list[tuple[int, bytes, bytes, bytes, bytes | None]] = []
+
+    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any) -> None:
+        if sid in self._direct:
+            await super()._process_msg(sid, subject, reply, data, headers)
+        else:
+            self.to_nats.append((sid, subject, reply, data, headers))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 64, 1000, 1 << 20])
+async def test_fast_parser_at_every_split_point(chunk: int) -> None:
+    """Protocol lines and payloads cut anywhere between two reads parse the same."""
+    nc = _RecordingClient()
+    direct: list[tuple[str, str, bytes, Any]] = []
+    nc._direct[1] = (lambda *m: direct.append(m), True)
+    nc._direct[2] = (lambda *m: direct.append(m), False)  # headers parsed into a dict
+    block = b"NATS/1.0\r\nA: 1\r\n\r\n"
+    status = b"NATS/1.0 503\r\n\r\n"
+    stream = b"".join([
+        b"MSG a.b 1 5\r\nhello\r\n",
+        b"+OK\r\n",
+        b"HMSG a.c 1 _INBOX.x %d %d\r\n%bbody\r\n" % (len(block), len(block) + 4, block),
+        b"MSG a.d 9 _INBOX.y 0\r\n\r\n",  # not a direct subscription: nats-py's own path
+        b"HMSG a.e 2 %d %d\r\n%bxy\r\n" % (len(block), len(block) + 2, block),
+        b"HMSG a.f 1 %d %d\r\n%b\r\n" % (len(status), len(status), status),  # a status line
+        b"MSG a.g 1 3\r\n\r\n\r\r\n",  # a payload with CR and LF in it
+    ])
+    for i in range(0, len(stream), chunk):
+        await nc._ps.parse(stream[i:i + chunk])
+    assert direct == [
+        ("a.b", "", b"hello", None),
+        ("a.c", "_INBOX.x", b"body", block),
+        ("a.e", "", b"xy", {"A": "1"}),
+        ("a.f", "", b"", {"Status": "503"}),
+        ("a.g", "", b"\r\n\r", None),
+    ]
+    assert nc.to_nats == [(9, b"a.d", b"_INBOX.y", b"", None)]
+    assert not nc._ps.buf and nc.stats["in_msgs"] == 5

@@ -11,7 +11,22 @@ import numpy as np
 import orjson
 import pytest
 
-from bus.codec import H_ID, H_SID, H_SRC, H_TS, H_TYPE, H_VEC, MAX_BODY, decode, decode_any, encode, to_json
+from bus.codec import (
+    H_ID,
+    H_SID,
+    H_SRC,
+    H_TS,
+    H_TYPE,
+    H_VEC,
+    MAX_BODY,
+    Headers,
+    decode,
+    decode_any,
+    encode,
+    encode_wire,
+    parse_header_block,
+    to_json,
+)
 from bus.errors import DecodeError, SubjectError
 from bus.models import (
     Bid,
@@ -100,7 +115,7 @@ def assert_same(a: Message, b: Message) -> None:
     assert a.model_extra == b.model_extra
 
 
-def reason_of(model: type[Message], data: bytes, headers: dict[str, str] | None = None) -> str:
+def reason_of(model: type[Message], data: bytes, headers: Headers = None) -> str:
     with pytest.raises(DecodeError) as info:
         decode(model, data, headers, SUBJ)
     assert info.value.subject == SUBJ
@@ -357,6 +372,72 @@ def test_json_part_of_a_binary_body_must_be_an_object() -> None:
     assert reason_of(VectorStimulus, body, {H_VEC: "vector:f32:4"}) == "body must be a JSON object"
     body = b'{"modality": 5}' + np.ones(4, "<f4").tobytes()
     assert reason_of(VectorStimulus, body, {H_VEC: "vector:f32:4"}).startswith("field 'modality'")
+
+
+# ---------------------------------------------------------------- header blocks (the direct path)
+
+
+@pytest.mark.parametrize("cls", list(EXAMPLES), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("stimulus_id", [None, "s-1"])
+def test_header_block_round_trip(cls: type[Message], stimulus_id: str | None) -> None:
+    """A block from `encode_wire`, read as received, gives what its parsed headers give."""
+    original = EXAMPLES[cls]()
+    body, block = encode_wire(original, source="tester", stimulus_id=stimulus_id)
+    headers = parse_header_block(block)
+    assert headers is not None and headers[H_SRC] == "tester" and headers.get(H_SID) == stimulus_id
+    from_block, meta = decode(cls, body, block, SUBJ, reply="_INBOX.1")
+    from_dict, meta_dict = decode(cls, body, headers, SUBJ, reply="_INBOX.1")
+    assert_same(original, from_block)
+    assert_same(from_dict, from_block)
+    assert meta == meta_dict
+    assert (meta.type, meta.source, meta.reply, meta.size) == (cls.type_tag(), "tester", "_INBOX.1", len(body))
+    assert meta.ts is not None and abs(meta.ts - time.time()) < 60
+
+
+def test_message_ids_are_unique() -> None:
+    ids = {parse_header_block(encode_wire(Reward(value=0.0), source="x")[1])[H_ID]  # type: ignore[index]
+           for _ in range(1000)}
+    assert len(ids) == 1000
+
+
+def block_of(*lines: str) -> bytes:
+    return ("NATS/1.0\r\n" + "".join(f"{line}\r\n" for line in lines) + "\r\n").encode()
+
+
+def test_header_blocks_of_other_clients() -> None:
+    """Blocks in another order, with more headers or other spellings are read like a dict."""
+    v = vec(8)
+    body = b'{"modality": "image"}' + v.tobytes()
+    for block in (
+        block_of(f"{H_VEC}: vector:f32:8", f"{H_TYPE}: vector_stimulus/1", f"{H_SID}: s-9", "Trace: abc"),
+        block_of(f"{H_TYPE}:vector_stimulus/1", f"{H_VEC}:vector:f32:8", f"{H_SID}:  s-9"),
+    ):
+        msg, meta = decode(VectorStimulus, body, block, SUBJ)
+        assert msg.vector.tobytes() == v.tobytes() and msg.modality == "image"
+        assert (meta.type, meta.stimulus_id, meta.source) == ("vector_stimulus/1", "s-9", None)
+
+
+def test_header_block_errors_are_the_same_as_for_dicts() -> None:
+    body, block = encode_wire(TextStimulus(text="hi"), source="x")
+    assert reason_of(Reward, body, block) == (
+        "message type 'text_stimulus/1' does not fit this subject (expected 'reward/1')")
+    stale = block_of(f"{H_TYPE}: reward/1", f"{H_SRC}: x", f"{H_ID}: 1", f"{H_TS}: yesterday")
+    assert reason_of(Reward, b'{"value": 0}', stale).startswith(
+        "header Bb-Ts 'yesterday' is not a")
+    v = vec(8)
+    v[7] = np.inf
+    body, block = encode_wire(VectorStimulus(vector=vec(8)), source="x")
+    assert reason_of(VectorStimulus, body[:-32] + v.tobytes(), block).startswith(
+        f"field 'vector': {NAN_OR_INF}")
+    assert reason_of(VectorStimulus, b"{}", block) == "body of 2 bytes is shorter than Bb-Vec needs (32)"
+
+
+@pytest.mark.parametrize("bad", ["s-1\r\nBb-Type: reward/1", "s\n", "\r"])
+def test_line_breaks_cannot_enter_a_header_block(bad: str) -> None:
+    with pytest.raises(ValueError, match="line break"):
+        encode_wire(Reward(value=0.0), source="x", stimulus_id=bad)
+    with pytest.raises(ValueError, match="line break"):
+        encode_wire(Reward(value=0.0), source=bad)
 
 
 def test_decode_error_is_a_value_error() -> None:
