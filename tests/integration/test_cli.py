@@ -41,6 +41,28 @@ def cli(*args: str, cwd: Path, timeout: float = 20.0, **kw: Any) -> subprocess.C
                           timeout=timeout, **kw)
 
 
+def sub_while_publishing(sub_args: list[str], pub_args: list[str], *, cwd: Path, what: str) -> list[str]:
+    """Run `brainbus sub SUB_ARGS --count 1 --json` and `brainbus pub PUB_ARGS` every 0.2 s until the
+    subscriber (started asynchronously) has printed its message; its output lines."""
+    sub = subprocess.Popen([str(BRAINBUS), "sub", *sub_args, "--count", "1", "--json", "--timeout", "20"],
+                           cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while sub.poll() is None:
+            assert time.monotonic() < deadline, f"sub never printed {what}"
+            r = cli("pub", *pub_args, cwd=cwd)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.startswith("published") and f".{pub_args[0]}" in r.stdout, r.stdout
+            time.sleep(0.2)
+        out, err = sub.communicate(timeout=10)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.communicate(timeout=5)
+    assert sub.returncode == 0, err
+    return out.splitlines()
+
+
 def wait_until(cond: Callable[[], Any], *, within: float = 15.0, what: str = "condition",
                proc: subprocess.Popen[str] | None = None) -> Any:
     deadline = time.monotonic() + within
@@ -167,24 +189,8 @@ def test_status_lists_the_actors_from_the_runtime_file(shared_brain: Brain) -> N
 
 
 def test_pub_reaches_sub_as_a_percept(shared_brain: Brain) -> None:
-    sub = subprocess.Popen([str(BRAINBUS), "sub", "region.>", "--count", "1", "--json", "--timeout", "20"],
-                           cwd=shared_brain.cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
-    try:
-        deadline = time.monotonic() + 20
-        while sub.poll() is None:  # publish until the subscriber (started asynchronously) has its message
-            assert time.monotonic() < deadline, "sub never printed a percept"
-            r = cli("pub", "stim.text", '{"text":"hi","id":"x1"}', cwd=shared_brain.cwd)
-            assert r.returncode == 0, r.stderr
-            assert r.stdout.startswith("published") and ".stim.text" in r.stdout
-            time.sleep(0.2)
-        out, err = sub.communicate(timeout=10)
-    finally:
-        if sub.poll() is None:
-            sub.kill()
-            sub.communicate(timeout=5)
-    assert sub.returncode == 0, err
-    lines = out.splitlines()
+    lines = sub_while_publishing(["region.>"], ["stim.text", '{"text":"hi","id":"x1"}'], cwd=shared_brain.cwd,
+                                 what="a percept")
     assert len(lines) == 1
     msg = orjson.loads(lines[0])
     assert msg["data"]["stimulus_id"] == "x1"

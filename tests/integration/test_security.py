@@ -37,7 +37,7 @@ from bus.auth import (
 )
 from bus.errors import BadInput, BusError, ConfigError
 from bus.runtime import Runtime, resolve_connection, write_runtime
-from tests.integration.test_cli import BRAINBUS, cli, env, wait_until
+from tests.integration.test_cli import BRAINBUS, cli, env, sub_while_publishing, wait_until
 
 LIGHT_CONFIG = (
     "supervisor: {heartbeat_interval: 0.5}\n"
@@ -351,22 +351,9 @@ def test_cli_tools_connect_through_the_runtime_file_with_no_flags(brain: SecureB
     r = cli("status", cwd=brain.cwd)
     assert r.returncode == 0, r.stderr
     assert "echo" in r.stdout and "thalamus" in r.stdout
-    sub = subprocess.Popen([str(BRAINBUS), "sub", "region.echo.out", "--count", "1", "--json", "--timeout", "20"],
-                           cwd=brain.cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 20
-        while sub.poll() is None:  # publish until the subscriber (started asynchronously) has its message
-            assert time.monotonic() < deadline, "sub never printed the echo"
-            r = cli("pub", "stim.text", '{"text":"no flags","id":"sec-c1"}', cwd=brain.cwd)
-            assert r.returncode == 0, r.stderr
-            time.sleep(0.2)
-        out, err = sub.communicate(timeout=10)
-    finally:
-        if sub.poll() is None:
-            sub.kill()
-            sub.communicate(timeout=5)
-    assert sub.returncode == 0, err
-    assert orjson.loads(out.splitlines()[0])["data"]["data"] == {"text": "no flags"}
+    lines = sub_while_publishing(["region.echo.out"], ["stim.text", '{"text":"no flags","id":"sec-c1"}'],
+                                 cwd=brain.cwd, what="the echo")
+    assert orjson.loads(lines[0])["data"]["data"] == {"text": "no flags"}
     r = cli("req", "sys.ctl.echo", "status", cwd=brain.cwd)
     assert r.returncode == 0, r.stderr
     assert orjson.loads(r.stdout)["state"] == "running"
