@@ -8,7 +8,8 @@ Measured in one run, against references from the same run:
 2. sustained: an open-loop stream at a fixed rate, every stimulus traced by its id to the last
    stage it reached; the stimuli that stopped after a stage must be matched by the counters of the
    actor of the next stage (mailbox drops, rejections, workspace losers, gated in sleep) — what is
-   not is "uncounted" and must be zero;
+   not is "uncounted" and must be zero; the brain's CPU time per answer (its process and its
+   process groups) is reported too, as the figure least moved by other work on the machine;
 3. text through MiniLM: the brain's sustained text rate vs the encoder's own batched throughput
    measured in this process just before (skipped with --quick).
 The brain runs as a separate process (`brainbus run`), reached only over the bus.
@@ -54,6 +55,15 @@ class BrainProcess:
         self.proc = await asyncio.create_subprocess_exec(*self.args, stdout=log, stderr=log)
         return self
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) of the brain and its process groups so far; None off Linux."""
+        if self.proc is None:
+            return None
+        try:
+            return _tree_cpu_seconds(self.proc.pid)
+        except OSError:
+            return None
+
     async def __aexit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(2)
@@ -64,7 +74,32 @@ class BrainProcess:
                 await self.proc.wait()
 
 
+def _tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process `root` and its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        stats[int(entry)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += (int(stats[pid][11]) + int(stats[pid][12])) / tick
+        todo.extend(children.get(pid, []))
+    return total
+
+
 async def _wait_ready(nc: Any, ns: str, actors: list[str], timeout: float = 60) -> None:
+    """Until each actor heartbeats, and a thalamus that loads a language encoder says it is ready
+    (it heartbeats at once, and texts sent before the encoder is ready wait for it)."""
     seen: set[str] = set()
     sub = await nc.subscribe(f"{ns}.sys.heartbeat.*")
     deadline = time.monotonic() + timeout
@@ -74,7 +109,8 @@ async def _wait_ready(nc: Any, ns: str, actors: list[str], timeout: float = 60) 
             if left <= 0:
                 raise RuntimeError(f"brain not ready: heartbeats only from {sorted(seen)}")
             msg = await sub.next_msg(timeout=left)
-            seen.add(msg.subject.rsplit(".", 1)[1])
+            if orjson.loads(msg.data).get("stats", {}).get("encoder_ready", True):
+                seen.add(msg.subject.rsplit(".", 1)[1])
     finally:
         await sub.unsubscribe()
 
@@ -188,8 +224,12 @@ def _pct(values: list[float], q: int) -> float:
     return float(np.percentile(np.asarray(values) * 1000, q))
 
 
-async def _sustained(nc: Any, ns: str, rate: int, seconds: float, make: Any) -> dict[str, Any]:
-    """Open loop at `rate`; every stimulus is traced by its id to the last stage it reached."""
+async def _sustained(nc: Any, ns: str, rate: int, seconds: float, make: Any,
+                     brain: BrainProcess | None = None) -> dict[str, Any]:
+    """Open loop at `rate`; every stimulus is traced by its id to the last stage it reached.
+
+    With `brain`, also the brain's CPU time per answered stimulus: on a shared machine the
+    answered rate follows the CPU the brain gets, its CPU cost per stimulus much less so."""
     stage_of = {f"{ns}.{subject}": i for i, (subject, _) in enumerate(STAGES)}
     reached: dict[str, int] = {}
 
@@ -205,6 +245,7 @@ async def _sustained(nc: Any, ns: str, rate: int, seconds: float, make: Any) -> 
     sub = await nc.subscribe(f"{ns}.>", cb=trace, pending_msgs_limit=1_000_000)
     total = int(rate * seconds)
     payloads = [make(i) for i in range(min(total, 2000))]
+    cpu0 = brain.cpu_seconds() if brain is not None else None
     t0 = time.perf_counter()
     for i in range(total):
         await nc.publish(f"{ns}.stim.{payloads[i % len(payloads)][0]}", payloads[i % len(payloads)][1](i))
@@ -215,13 +256,17 @@ async def _sustained(nc: Any, ns: str, rate: int, seconds: float, make: Any) -> 
     sent_s = time.perf_counter() - t0
     last_stage = len(STAGES) - 1
     answered, settled_at = 0, time.perf_counter()
-    for _ in range(15):  # until the brain has answered all it will (nothing new for a second)
+    # Until the brain has answered all it will (nothing new for a second): a brain slower than the
+    # offered rate drains its mailboxes long after the last send, and what it still answers then
+    # was not lost.
+    for _ in range(60):
         await asyncio.sleep(1.0)
         now_answered = sum(1 for i in reached.values() if i == last_stage)
         if now_answered == answered:
             break
         answered, settled_at = now_answered, time.perf_counter()
     await sub.unsubscribe()
+    cpu1 = brain.cpu_seconds() if brain is not None else None
     after = _losses_by_actor(await _heartbeats(nc, ns, 1.2))
     lost_after = [0] * len(STAGES)
     for i in reached.values():
@@ -233,9 +278,13 @@ async def _sustained(nc: Any, ns: str, rate: int, seconds: float, make: Any) -> 
         stages.append({"last_reached": subject, "stimuli": lost_after[i], "explained_by": actor,
                        "counted": counted})
         uncounted += max(0, lost_after[i] - counted)
-    return {"offered_rate": rate, "sent": total, "send_seconds": sent_s, "answered": lost_after[-1],
-            "answered_rate": lost_after[-1] / max(settled_at - t0, sent_s), "stages": stages,
-            "uncounted": uncounted}
+    result = {"offered_rate": rate, "sent": total, "send_seconds": sent_s, "answered": lost_after[-1],
+              "answered_rate": lost_after[-1] / max(settled_at - t0, sent_s), "stages": stages,
+              "uncounted": uncounted}
+    if cpu0 is not None and cpu1 is not None and lost_after[-1]:
+        # Idle seconds after the last answer cost next to nothing (heartbeats, hormone ticks).
+        result["brain_cpu_ms_per_answer"] = (cpu1 - cpu0) * 1000 / lost_after[-1]
+    return result
 
 
 async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]:
@@ -244,7 +293,7 @@ async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]
     async with EmbeddedServer() as server:
         nc = await nats.connect(server.url, name="bench-latency")
         ns = "lat"
-        async with BrainProcess(server.url, ns, CONFIGS / "small.yaml"):
+        async with BrainProcess(server.url, ns, CONFIGS / "small.yaml") as brain:
             await _wait_ready(nc, ns, ["thalamus", "language", "visual", "workspace", "prefrontal",
                                        "basal_ganglia", "motor", "hormones", "amygdala"])
             await nc.publish(f"{ns}.env.actions", orjson.dumps({"actions": ACTIONS}))
@@ -260,7 +309,7 @@ async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]
                 vec = rng.standard_normal(384).astype(np.float32).tolist()
                 return "vector", lambda j, v=vec: orjson.dumps({"vector": v, "id": f"s{j}"})
 
-            results["sustained"] = await _sustained(nc, ns, 1000, 2.0 if quick else 5.0, vector)
+            results["sustained"] = await _sustained(nc, ns, 1000, 2.0 if quick else 5.0, vector, brain)
         if not quick:
             results["text"] = await _text_throughput(server.url, nc)
         await nc.close()
@@ -319,6 +368,9 @@ def _print(r: dict[str, Any]) -> None:
         ("sustained: offered / answered", f"{s['offered_rate']} / {s['answered_rate']:.0f} per s", ">= 1000/s"),
         ("sustained: uncounted loss", f"{s['uncounted']} of {s['sent']}", "0"),
     ]
+    if "brain_cpu_ms_per_answer" in s:
+        ms = s["brain_cpu_ms_per_answer"]
+        rows.append(("sustained: brain CPU per answer", f"{ms:.2f} ms = {1000 / ms:.0f}/s per core", ""))
     if "text" in r:
         t = r["text"]
         rows.append(("text via MiniLM: brain / encoder",
