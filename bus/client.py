@@ -293,8 +293,8 @@ class Bus:
         """Reply to a request whose metadata is `meta`; a no-op if it expects no reply."""
         if meta.reply:
             body, block = codec.encode_wire(msg, source=source or self.source, stimulus_id=meta.stimulus_id)
-            # An inbox comes from the requester, not from us: its subject is not validated here.
-            await self.nc.publish(meta.reply, body, headers=_block(block))
+            # The inbox came from the server's MSG line: one token, as nats-py would send it.
+            await cast(FastClient, self.nc).publish_block(meta.reply.encode(), b"", block, body)
 
     async def flush(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (passed on to nats-py)
         # nats-py annotates the flush timeout as int but uses it as seconds for asyncio.wait_for.
