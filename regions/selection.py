@@ -235,7 +235,10 @@ class ActorCritic:
         if greedy:
             idx = int(np.argmax(probs))
         else:
-            idx = int(torch.multinomial(torch.from_numpy(probs), 1, generator=self._gen))
+            # What torch.multinomial does for one sample (argmax of p / q, q ~ Exp(1) drawn from
+            # the same generator: the same choices for a seed), without its checks and overhead.
+            q = torch.empty(len(probs)).exponential_(1.0, generator=self._gen).numpy()
+            idx = int(np.argmax(probs / q))
         inv_norm = np.float32(1.0 / max(float(sn @ sn), _EPS))
         lam = np.float32(self.trace_decay)
         e_w, e_W = self._e_w.numpy(), self._e_W.numpy()
