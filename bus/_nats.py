@@ -21,7 +21,7 @@ own path unchanged.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -89,19 +89,29 @@ class FastClient(Client):  # type: ignore[misc]
             log.error("bus.direct_delivery_failed", subject=subject.decode(errors="replace"), error=repr(exc))
 
     async def publish_block(self, subject: bytes, reply: bytes, block: bytes, payload: bytes) -> None:
-        """`publish` with a ready header block and an encoded, already validated subject and reply.
+        """`publish` with a ready header block and an encoded, already validated subject and reply."""
+        wait = self.write_block(subject, reply, block, payload)
+        if wait is not None:
+            await wait
 
-        The same checks as nats-py's `publish`, then one HPUB command built in one step.
+    def write_block(self, subject: bytes, reply: bytes, block: bytes,
+                    payload: bytes) -> Coroutine[Any, Any, Any] | None:
+        """`publish_block` without a coroutine of its own: what is left to await, if anything.
+
+        The same checks as nats-py's `publish`, then one HPUB command built in one step and queued
+        for the flusher. The caller awaits what comes back: a wait for the flusher once more than
+        `FLUSH_AT` bytes are pending, or nats-py's own kick when its flusher is not running.
         """
-        if self.is_closed:
-            raise errors.ConnectionClosedError
-        if self.is_draining_pubs:
-            raise errors.ConnectionDrainingError
         size = len(payload)
-        if not self.is_connected and (
-            self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size
-        ):
-            raise errors.OutboundBufferLimitError  # reconnecting and the buffer is full
+        if self._status != Client.CONNECTED:  # one comparison on the hot path, the details below
+            if self.is_closed:
+                raise errors.ConnectionClosedError
+            if self.is_draining_pubs:
+                raise errors.ConnectionDrainingError
+            if not self.is_connected and (
+                self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size
+            ):
+                raise errors.OutboundBufferLimitError  # reconnecting and the buffer is full
         if size > self._max_payload:
             raise errors.MaxPayloadError
         hdr_len = len(block)
@@ -115,9 +125,15 @@ class FastClient(Client):  # type: ignore[misc]
         self._pending.append(cmd)
         self._pending_data_size += len(cmd)
         if self._pending_data_size > FLUSH_AT or 0 < self._max_pending_size < self._pending_data_size:
-            await self._flush_pending(force_flush=True)
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
+            return self._flush_pending(force_flush=True)
+        queue = self._flush_queue
+        if queue is not None and queue.empty():
+            flusher = self._flusher_task
+            if self._status == Client.CONNECTED and flusher is not None and not flusher.done():
+                queue.put_nowait(asyncio.get_running_loop().create_future())  # wake the flusher
+            else:
+                return self._flush_pending()
+        return None
 
     async def _send_publish(self, subject: str, reply: str, payload: bytes, payload_size: int,
                             headers: Any) -> None:
@@ -133,7 +149,7 @@ class FastClient(Client):  # type: ignore[misc]
     async def _process_headers(self, headers: Any) -> dict[str, str] | None:
         parsed = parse_header_block(headers) if headers and headers.startswith(_HDR_START) else None
         if parsed is None:  # status lines, other spellings: nats-py's own, careful parser
-            return await super()._process_headers(headers)  # type: ignore[no-any-return]
+            return await super()._process_headers(headers)
         return parsed
 
     async def _send_ping(self, future: asyncio.Future[bool] | None = None) -> None:

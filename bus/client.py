@@ -282,8 +282,10 @@ class Bus:
         nc = self._nc
         if nc is None:
             raise NotConnectedError(f"bus {self.name!r} is not connected")
-        await cast(FastClient, nc).publish_block(self._subject_bytes(subject), reply.encode() if reply else b"",
-                                                 block, body)
+        full = self._resolved_bytes.get(subject) or self._subject_bytes(subject)
+        wait = cast(FastClient, nc).write_block(full, reply.encode() if reply else b"", block, body)
+        if wait is not None:
+            await wait
 
     async def publish_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         """Publish bytes as they are (tools, benchmarks, what an outside client would send)."""

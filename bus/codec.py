@@ -213,15 +213,24 @@ def decode(
     `headers` is a dict, or a plain `NATS/1.0` header block as received (the direct delivery
     path: a block `encode_wire` wrote is read with one regex match, no dict).
     """
-    if len(data) > MAX_BODY:
-        raise DecodeError(f"payload of {len(data)} bytes exceeds the {MAX_BODY} byte limit", subject=subject)
+    size = len(data)
+    if size > MAX_BODY:
+        raise DecodeError(f"payload of {size} bytes exceeds the {MAX_BODY} byte limit", subject=subject)
     vec_spec: str | None = None
     own = _OWN_BLOCK.fullmatch(headers.decode("utf-8", "replace")) if type(headers) is bytes else None
     if own is not None:
         type_tag, source, msg_id, ts, stimulus_id, vec_spec = own.groups()
         if type_tag != model.TAG:
             raise DecodeError(_wrong_type(type_tag, model), subject=subject)
-        meta = Meta(subject, reply or None, type_tag, msg_id, source, int(ts) / 1e6, stimulus_id, len(data))
+        meta = Meta(subject, reply or None, type_tag, msg_id, source, int(ts) / 1e6, stimulus_id, size)
+        if vec_spec is None and data[:1] == b"{":  # our own message without vectors: the common case
+            try:
+                result = model.__pydantic_validator__.validate_json(data)
+            except ValidationError as exc:
+                raise DecodeError(format_validation_error(exc, data), subject=subject) from None
+            if stimulus_id is None and model.STIMULUS_FIELD:
+                meta.stimulus_id = getattr(result, model.STIMULUS_FIELD)
+            return result, meta
     elif not headers:
         meta = Meta(subject, reply or None, size=len(data))
     else:
