@@ -350,7 +350,7 @@ class VectorStore:
         hormones = {name: float(row[j]) for j, name in enumerate(self._hormone_names) if not np.isnan(row[j])}
         return Episode(
             episode_id=int(self._ids[slot]),
-            key=self._keys[slot].to(device="cpu", dtype=torch.float32).numpy().copy(),
+            key=self._key_at(slot),
             stimulus_id=stimulus_id,
             action=None if code < 0 else self._actions[code],
             reward=None if math.isnan(reward) else reward,
@@ -358,6 +358,13 @@ class VectorStore:
             time=float(self._time[slot]),
             salience=float(self._salience[slot]),
         )
+
+    def _key_at(self, slot: int) -> FloatArray:
+        if self._keys_np is not None:  # numpy: no torch call (and no GIL hand-off) per hit
+            key: FloatArray = self._keys_np[slot].astype(np.float32)
+            return key
+        out: FloatArray = self._keys[slot].to(device="cpu", dtype=torch.float32).numpy().copy()
+        return out
 
     # ------------------------------------------------------------------ search
 

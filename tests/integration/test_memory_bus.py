@@ -22,7 +22,7 @@ from actors.config import parse_config
 from actors.supervisor import ActorChild, Supervisor
 from bus import Bus, EmbeddedServer, Meta
 from bus.errors import BadInput, EscalationError
-from bus.models import Heartbeat, MemRecallReply, MemStore, MemStoreAck, SysError
+from bus.models import CtlReply, CtlRequest, Heartbeat, MemRecallReply, MemStore, MemStoreAck, SysError
 from memory.recall import ShardWatch, StoreFailed, recall, store
 from memory.shard import HippocampusShard, ShardOptions
 from tests.actors_for_tests import eventually
@@ -345,3 +345,40 @@ async def test_every_acknowledged_store_survives_kill_9(nats_server: EmbeddedSer
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+async def test_stores_beyond_the_queue_bound_are_refused_not_lost(bus: Bus) -> None:
+    # Stores are queued for the committer straight off the connection; the queue is bounded by
+    # the mailbox capacity. Hold the store lock so nothing commits: 4 stores wait (plus the one
+    # the committer may already hold, max_batch=1), the rest are refused with an error ack.
+    shard = HippocampusShard("bounded", bus, ShardOptions(dim=DIM, persist=False, max_batch=1,
+                                                          commit_window_ms=0),
+                             mailbox_capacity=4, heartbeat_interval=0.2)
+    await shard.start()
+    try:
+        keys = unit(np.random.default_rng(11), 12)
+        async with shard._lock:
+            outcomes = asyncio.gather(*(store(bus, MemStore(key=k, stimulus_id=f"b{i}"), timeout=5)
+                                        for i, k in enumerate(keys)), return_exceptions=True)
+            await eventually(lambda: shard.stats["dropped"] + len(shard._pending) >= 11)
+        results = await outcomes
+        refused = [r for r in results if isinstance(r, StoreFailed)]
+        acked = [r for r in results if isinstance(r, list)]
+        assert len(refused) + len(acked) == 12 and all("shard busy" in str(r) for r in refused)
+        assert len(refused) == shard.stats["dropped"] and len(acked) in (4, 5)
+        assert all(a[0].ok for a in acked) and len(shard.store) == len(acked)
+    finally:
+        await shard.stop(0.5)
+
+
+async def test_stores_wait_while_the_shard_is_paused(bus: Bus, shards: StartShards) -> None:
+    (shard,) = await shards(1, persist=False)
+    paused = await bus.request(f"sys.ctl.{shard.name}", CtlRequest(verb="pause"), CtlReply, timeout=3)
+    assert paused.ok and shard.state is ActorState.PAUSED
+    keys = unit(np.random.default_rng(12), 3)
+    pending = asyncio.gather(*(store(bus, MemStore(key=k), timeout=5) for k in keys))
+    await eventually(lambda: len(shard._mailbox) == 3)
+    assert len(shard.store) == 0
+    await bus.request(f"sys.ctl.{shard.name}", CtlRequest(verb="resume"), CtlReply, timeout=3)
+    acks = await pending
+    assert all(a[0].ok for a in acks) and len(shard.store) == 3
