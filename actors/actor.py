@@ -50,6 +50,9 @@ Intake = Literal["core", "durable"]
 
 class ActorState(enum.StrEnum):
     NEW = "new"
+    #: Reported in heartbeats only: running (handling messages) while a slow set-up, such as a
+    #: model load, goes on in the background (`Actor.ready`).
+    LOADING = "loading"
     RUNNING = "running"
     PAUSED = "paused"
     SLEEPING = "sleeping"
@@ -220,6 +223,16 @@ class Actor:
     def extra_stats(self) -> dict[str, Any]:
         """Actor-specific figures added to each heartbeat."""
         return {}
+
+    def ready(self) -> bool:
+        """Whether the actor does all its work yet; while not, a running actor's heartbeats say
+        `loading`.
+
+        An actor with a slow set-up (a model to load) subscribes and heartbeats at once and runs
+        the set-up in the background (`_spawn` from `on_start`), not ready meanwhile: it is seen
+        alive (not hung), and programs that need it fully working wait for `running`.
+        """
+        return True
 
     # ---------------------------------------------------------------- helpers for subclasses
 
@@ -455,8 +468,9 @@ class Actor:
 
     def heartbeat(self) -> Heartbeat:
         lat = sorted(self._latencies)
+        state = ActorState.LOADING if self.state is ActorState.RUNNING and not self.ready() else self.state
         return Heartbeat(
-            actor=self.name, kind=self.kind, state=self.state.value, pid=os.getpid(), group=self.group,
+            actor=self.name, kind=self.kind, state=state.value, pid=os.getpid(), group=self.group,
             mailbox=len(self._mailbox), mailbox_capacity=self._capacity, restarts=self.restarts,
             latency_ms_p50=round(lat[len(lat) // 2] * 1000, 3) if lat else 0.0,
             latency_ms_max=round(lat[-1] * 1000, 3) if lat else 0.0,

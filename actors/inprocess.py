@@ -20,7 +20,8 @@ __all__ = ["running_brain", "start_brain"]
 
 
 async def start_brain(bus: Bus, config: BrainConfig, *, within: float = 60.0) -> tuple[Supervisor, asyncio.Task[None]]:
-    """Start every actor of ``config`` on ``bus``; return once each has sent a heartbeat.
+    """Start every actor of ``config`` on ``bus``; return once each has sent a heartbeat, and one
+    that is not `loading` (the thalamus heartbeats while its language encoder loads).
 
     Raises:
         TimeoutError: When some actor has not sent a heartbeat ``within`` seconds (the brain is stopped).
@@ -31,7 +32,8 @@ async def start_brain(bus: Bus, config: BrainConfig, *, within: float = 60.0) ->
     ready = asyncio.Event()
 
     async def beat(msg: Any, meta: Meta) -> None:
-        beats.add(msg.actor)
+        if msg.state != "loading":  # heartbeating, but still loading a model (actors.actor.Actor.ready)
+            beats.add(msg.actor)
         if beats >= set(config.actors):
             ready.set()
 

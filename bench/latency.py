@@ -98,8 +98,8 @@ def _tree_cpu_seconds(root: int) -> float:
 
 
 async def _wait_ready(nc: Any, ns: str, actors: list[str], timeout: float = 60) -> None:
-    """Until each actor heartbeats, and a thalamus that loads a language encoder says it is ready
-    (it heartbeats at once, and texts sent before the encoder is ready wait for it)."""
+    """Until each actor heartbeats, and not as `loading` (a thalamus loading its language encoder
+    heartbeats at once, and texts sent meanwhile wait for the encoder)."""
     seen: set[str] = set()
     sub = await nc.subscribe(f"{ns}.sys.heartbeat.*")
     deadline = time.monotonic() + timeout
@@ -109,7 +109,7 @@ async def _wait_ready(nc: Any, ns: str, actors: list[str], timeout: float = 60) 
             if left <= 0:
                 raise RuntimeError(f"brain not ready: heartbeats only from {sorted(seen)}")
             msg = await sub.next_msg(timeout=left)
-            if orjson.loads(msg.data).get("stats", {}).get("encoder_ready", True):
+            if orjson.loads(msg.data).get("state") != "loading":
                 seen.add(msg.subject.rsplit(".", 1)[1])
     finally:
         await sub.unsubscribe()

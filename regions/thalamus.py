@@ -276,14 +276,16 @@ class Thalamus(Actor):
                            data={"modality": modality, "habituation": round(habituation, 4), **data})
         await self.publish(self.out_subject, out, stimulus_id=stimulus_id)
 
+    def ready(self) -> bool:
+        return self.loading is None
+
     def extra_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {"perceived": self.perceived, "gated": self.gated,
                                  "encoder": self.options.encoder}
         if self.batcher is not None:
             stats["mean_batch"] = round(self.batcher.stats.mean_batch_size, 2)
         if self.options.encoder == "minilm":
-            stats.update(encoder_ready=self.batcher is not None and self.loading is None,
-                         waiting_for_encoder=len(self.loading or ()),
+            stats.update(waiting_for_encoder=len(self.loading or ()),
                          dropped_while_loading=self.dropped_while_loading)
         if self.inputs is not None:
             stats.update(queued=len(self.inputs.queue), released=self.inputs.released,

@@ -237,9 +237,16 @@ async def test_text_sent_while_the_encoder_loads_is_kept_and_answered(bus: Bus, 
     await bus.subscribe("motor.action", actions, model=MotorAction)
     await bus.subscribe("sys.error", errors, model=SysError)
     await bus.subscribe("sys.heartbeat.thalamus", beats, model=Heartbeat)
-    # Every actor heartbeats although the encoder has not loaded: the thalamus subscribed first.
-    sup, task = await inprocess.start_brain(bus, BrainConfig.model_validate(data), within=20)
+    config = BrainConfig.model_validate(data)
+    sup = Supervisor.for_actors(bus, config, list(config.actors), None)
+    task = asyncio.ensure_future(sup.run())
     try:
+        # Every actor heartbeats although the encoder has not loaded: the thalamus, `loading`.
+        everyone = Recorder()
+        await bus.subscribe("sys.heartbeat.*", everyone, model=Heartbeat)
+        await eventually(lambda: {b.actor for b, _ in everyone.items} >= set(config.actors), within=20,
+                         what="a heartbeat of every actor")
+        assert beats.items[-1][0].state == "loading"
         await bus.publish("env.actions", EnvActions(actions=["left", "right"]))
         await bus.flush()
         await asyncio.sleep(0.1)
@@ -251,8 +258,7 @@ async def test_text_sent_while_the_encoder_loads_is_kept_and_answered(bus: Bus, 
         await eventually(lambda: beats.where(lambda b: b.stats.get("waiting_for_encoder") == 3), what="3 waiting")
         await asyncio.sleep(1.0)  # several hang checks pass while the encoder is still loading
         waiting = beats.items[-1][0]
-        assert waiting.restarts == 0 and waiting.state == "running"
-        assert waiting.stats["encoder_ready"] is False and waiting.dropped == 1
+        assert waiting.restarts == 0 and waiting.state == "loading" and waiting.dropped == 1
         assert not any(a.stimulus_id.startswith("early") for a, _ in actions.items)
         dropped = errors.where(lambda e: e.kind == "overflow" and e.actor == "thalamus")
         assert dropped and dropped[0].stimulus_id == "early-0" and "still loading" in dropped[0].reason
@@ -263,7 +269,7 @@ async def test_text_sent_while_the_encoder_loads_is_kept_and_answered(bus: Bus, 
                          what="actions for the texts kept while loading")
         await bus.publish("stim.text", TextStimulus(text="a later word", id="late-1"))
         await eventually(lambda: any(a.stimulus_id == "late-1" for a, _ in actions.items), what="a later action")
-        await eventually(lambda: beats.where(lambda b: b.stats.get("encoder_ready") is True), what="ready beat")
+        await eventually(lambda: beats.where(lambda b: b.state == "running"), what="a running heartbeat")
         assert "early-0" not in {a.stimulus_id for a, _ in actions.items}
         assert GatedEncoder.loads == 1 and beats.items[-1][0].restarts == 0
     finally:
