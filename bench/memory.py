@@ -8,9 +8,13 @@ In one run, on the same random unit vectors (384-d):
    conversion inside the search costs.
 2. the bus overhead alone: the same scatter-gather over 4 empty shards.
 3. store throughput: episodes acknowledged per second through the bus by 4 shards that fsync
-   their log (group commit), with 512 stores in flight; the same without fsync; and, as the
-   same-run reference, the same requests answered by a bare responder (no shard, no log),
-   which is the request/reply ceiling of one process that holds both client and shards.
+   their log (group commit), with 512 stores in flight, the storing client in its own OS process
+   (as an agent that stores episodes is in real use); the same without fsync; and, as the
+   same-run reference, the same requests from the same client process answered by a bare
+   responder (no shard, no log) in the shards' place: the request/reply ceiling of that setup.
+   The CPU each process spends per store is reported beside the rates (on a shared machine it
+   moves less than they do). The one-process setup (client and shards on one event loop) is
+   measured too, against its own bare-responder ceiling.
 4. bytes per episode held by the shards vs the raw float16 key (768 bytes), and process RSS.
 
 Honest note on filling: the recall rows bulk-load the shards by calling `VectorStore.add` on
@@ -25,6 +29,7 @@ import asyncio
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -179,40 +184,96 @@ async def _store_load(client: Bus, vectors: np.ndarray, in_flight: int) -> float
     return time.perf_counter() - t0
 
 
-async def _store_throughput(url: str, ns: str, n: int, *, fsync: bool = True,
-                            in_flight: int = 512) -> dict[str, Any]:
-    vectors = _unit(np.random.default_rng(9), n)
+async def _client_process_seconds(url: str, ns: str, n: int, in_flight: int) -> tuple[float, float]:
+    """Run `_store_load` in a separate OS process (`python -m bench.memory store-client ...`), as
+    a storing agent runs in real use; the seconds it took and the CPU seconds it used, as
+    measured by that process from its first store to its last acknowledgement (its start-up is
+    not counted)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.memory", "store-client", url, ns, str(n), str(in_flight),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"store client exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
+    report = orjson.loads(out.splitlines()[-1])
+    return float(report["seconds"]), float(report["cpu_seconds"])
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process so far, all its threads (the log writers too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _store_throughput(url: str, ns: str, n: int, *, fsync: bool = True, in_flight: int = 512,
+                            client_process: bool = True) -> dict[str, Any]:
+    """Acknowledged stores per second into 4 shards in this process; the storing client in its
+    own process (``client_process``) or sharing this process's event loop with the shards.
+
+    CPU per store is reported too (this process: shards, their log threads and, in one process,
+    the client; the client process on its own): on a shared machine it moves less than rates do.
+    """
+    client_cpu = 0.0
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
-        async with Bus(url, namespace=ns, name="bench-store-shards") as shard_bus, \
-                Bus(url, namespace=ns, name="bench-store-client") as client:
+        async with Bus(url, namespace=ns, name="bench-store-shards") as shard_bus:
             shards = await _start_shards(shard_bus, "dur", capacity=n, data_dir=tmp, fsync=fsync)
             try:
-                elapsed = await _store_load(client, vectors, in_flight)
+                cpu0 = _cpu_seconds()
+                if client_process:
+                    elapsed, client_cpu = await _client_process_seconds(url, ns, n, in_flight)
+                else:
+                    async with Bus(url, namespace=ns, name="bench-store-client") as client:
+                        elapsed = await _store_load(client, _store_vectors(n), in_flight)
+                cpu = _cpu_seconds() - cpu0
                 commits = sum(s._counts["commits"] for s in shards)
                 stored = sum(len(s.store) for s in shards)
             finally:
                 for s in shards:
                     await s.stop(0)
+    assert stored == n, f"{stored} episodes stored of {n} acknowledged"
     return {"stores": n, "acked_per_s": n / elapsed, "fsync_batches": commits,
-            "mean_batch": stored / max(commits, 1), "in_flight": in_flight, "fsync": fsync}
+            "mean_batch": stored / max(commits, 1), "in_flight": in_flight, "fsync": fsync,
+            "client_process": client_process, "shard_process_cpu_us": cpu / n * 1e6,
+            "client_process_cpu_us": client_cpu / n * 1e6}
 
 
-async def _bare_responder_rate(url: str, ns: str, n: int, in_flight: int = 512) -> float:
-    """The same store requests answered at once by one bare responder (no shard, no log): the
-    request/reply ceiling of this process, the reference for the store rates."""
-    vectors = _unit(np.random.default_rng(9), n)
-    async with Bus(url, namespace=ns, name="bench-bare-responder") as responder_bus, \
-            Bus(url, namespace=ns, name="bench-store-client") as client:
+async def _bare_responder_rate(url: str, ns: str, n: int, in_flight: int = 512, *,
+                               client_process: bool = True) -> dict[str, Any]:
+    """The same store requests answered at once by one bare responder in this process (no shard,
+    no log), the client placed as in `_store_throughput`: the request/reply ceiling of that
+    setup, the reference for the store rates (and the CPU each side spends per request)."""
+    client_cpu = 0.0
+    async with Bus(url, namespace=ns, name="bench-bare-responder") as responder_bus:
         async def ack(msg: MemStore, meta: Meta) -> None:
             await responder_bus.respond(meta, MemStoreAck(shard="bare", episode_id=0))
 
         sub = await responder_bus.subscribe("mem.store", ack, model=MemStore, queue=STORE_QUEUE)
         await responder_bus.flush()
         try:
-            elapsed = await _store_load(client, vectors, in_flight)
+            cpu0 = _cpu_seconds()
+            if client_process:
+                elapsed, client_cpu = await _client_process_seconds(url, ns, n, in_flight)
+            else:
+                async with Bus(url, namespace=ns, name="bench-store-client") as client:
+                    elapsed = await _store_load(client, _store_vectors(n), in_flight)
+            cpu = _cpu_seconds() - cpu0
         finally:
             await sub.stop()
-    return n / elapsed
+    return {"per_s": n / elapsed, "responder_process_cpu_us": cpu / n * 1e6,
+            "client_process_cpu_us": client_cpu / n * 1e6, "client_process": client_process}
+
+
+def _store_vectors(n: int) -> np.ndarray:
+    return _unit(np.random.default_rng(9), n)
+
+
+async def _store_client_main(url: str, ns: str, n: int, in_flight: int) -> None:
+    vectors = _store_vectors(n)
+    async with Bus(url, namespace=ns, name="bench-store-client") as client:
+        cpu0 = _cpu_seconds()
+        seconds = await _store_load(client, vectors, in_flight)
+        cpu = _cpu_seconds() - cpu0
+    print(orjson.dumps({"seconds": seconds, "cpu_seconds": cpu, "stores": n}).decode(), flush=True)
 
 
 async def run_memory_bench(out: Path, *, quick: bool) -> dict[str, Any]:
@@ -231,10 +292,13 @@ async def run_memory_bench(out: Path, *, quick: bool) -> dict[str, Any]:
                 results["rows"].append(row)
             del vectors
         n_store = 5_000 if quick else 20_000
-        results["store"] = await _store_throughput(server.url, "benchmem", n_store)
-        # The same without fsync: the ceiling of this process (client and 4 shards share one core).
-        results["store_no_fsync"] = await _store_throughput(server.url, "benchmem", n_store, fsync=False)
-        results["store_bare_responder_per_s"] = await _bare_responder_rate(server.url, "benchmem", n_store)
+        url = server.url
+        results["store"] = await _store_throughput(url, "benchmem", n_store)
+        results["store_no_fsync"] = await _store_throughput(url, "benchmem", n_store, fsync=False)
+        results["store_bare_responder"] = await _bare_responder_rate(url, "benchmem", n_store)
+        results["store_one_process"] = await _store_throughput(url, "benchmem", n_store, client_process=False)
+        results["store_one_process_bare_responder"] = await _bare_responder_rate(
+            url, "benchmem", n_store, client_process=False)
     overhead = results["bus_overhead_p50_ms"]
     print(f"memory bench: {DIM}-d, {SHARDS} shards, top-{K}; "
           f"bus scatter-gather overhead p50 {overhead:.2f} ms")
@@ -251,10 +315,23 @@ async def run_memory_bench(out: Path, *, quick: bool) -> dict[str, Any]:
     print(f"store: {s['acked_per_s']:,.0f} acknowledged episodes/s (fsync group commit, {s['in_flight']} in "
           f"flight, mean {s['mean_batch']:.0f} episodes per fsync) — target >= 5,000/s")
     c = results["store_no_fsync"]
-    bare = results["store_bare_responder_per_s"]
-    print(f"store without fsync: {c['acked_per_s']:,.0f} /s; the same requests answered by a bare responder "
-          f"(no shard, no log; the request/reply ceiling of this one-process setup): {bare:,.0f} /s; "
-          f"acknowledged stores = {s['acked_per_s'] / bare:.2f}x that ceiling")
+    b = results["store_bare_responder"]
+    print(f"  client in its own process; CPU per store: shard process {s['shard_process_cpu_us']:.0f} us, "
+          f"client {s['client_process_cpu_us']:.0f} us")
+    print(f"  without fsync: {c['acked_per_s']:,.0f} /s; the same requests answered by a bare responder (no shard, "
+          f"no log; CPU per request {b['responder_process_cpu_us']:.0f} us, "
+          f"client {b['client_process_cpu_us']:.0f} us): {b['per_s']:,.0f} /s; "
+          f"acknowledged stores = {s['acked_per_s'] / b['per_s']:.2f}x that ceiling")
+    o, ob = results["store_one_process"], results["store_one_process_bare_responder"]
+    print(f"  client and shards in one process: {o['acked_per_s']:,.0f} /s vs a bare responder's {ob['per_s']:,.0f} /s"
+          f" = {o['acked_per_s'] / ob['per_s']:.2f}x")
     data = orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     await asyncio.to_thread(_write, out, data)
     return results
+
+
+if __name__ == "__main__":
+    # The storing client of the store rows, in its own process: store-client URL NS N IN_FLIGHT.
+    if len(sys.argv) != 6 or sys.argv[1] != "store-client":
+        sys.exit("usage: python -m bench.memory store-client URL NAMESPACE STORES IN_FLIGHT")
+    asyncio.run(_store_client_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
