@@ -49,7 +49,12 @@ class Episode:
     salience: float = 0.0
 
     def __post_init__(self) -> None:
-        key = np.asarray(self.key, dtype=np.float32)
+        key = self.key
+        # The common case (a shard's decoded key, a store's prepared row) is already a 1-D
+        # contiguous float32 array: one type check instead of two array constructions.
+        if type(key) is np.ndarray and key.dtype == np.float32 and key.ndim == 1 and key.flags.c_contiguous:
+            return
+        key = np.asarray(key, dtype=np.float32)
         if key.ndim != 1:
             raise ValueError(f"Episode.key must be a 1-D vector, got shape {key.shape}")
         self.key = np.ascontiguousarray(key)
@@ -81,21 +86,27 @@ class Episode:
             ValueError: If a scalar field is not finite (JSON cannot carry NaN/Inf, and orjson
                 would silently turn them into null).
         """
-        for name, value in (("time", self.time), ("salience", self.salience), ("reward", self.reward)):
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"Episode.{name} must be finite to serialize, got {value!r}")
-        for hname, hvalue in self.hormones.items():
-            if not math.isfinite(hvalue):
-                raise ValueError(f"Episode.hormones[{hname!r}] must be finite to serialize, got {hvalue!r}")
+        time, salience, reward = float(self.time), float(self.salience), self.reward
+        if reward is not None:
+            reward = float(reward)
+        # A NaN or Inf term makes the sum non-finite (so can an overflow of finite terms): only
+        # then does the loop below run, to name the culprit.
+        if not math.isfinite(time + salience + (reward or 0.0) + sum(self.hormones.values())):
+            for name, value in (("time", time), ("salience", salience), ("reward", reward)):
+                if value is not None and not math.isfinite(value):
+                    raise ValueError(f"Episode.{name} must be finite to serialize, got {value!r}")
+            for hname, hvalue in self.hormones.items():
+                if not math.isfinite(hvalue):
+                    raise ValueError(f"Episode.hormones[{hname!r}] must be finite to serialize, got {hvalue!r}")
         header: dict[str, Any] = {
             "id": int(self.episode_id),
             "d": int(self.key.shape[0]),
             "s": self.stimulus_id,
             "a": self.action,
-            "r": None if self.reward is None else float(self.reward),
-            "h": {k: float(v) for k, v in self.hormones.items()},
-            "t": float(self.time),
-            "l": float(self.salience),
+            "r": reward,
+            "h": {k: float(v) for k, v in self.hormones.items()} if self.hormones else {},
+            "t": time,
+            "l": salience,
         }
         head = orjson.dumps(header)
         return b"".join(
