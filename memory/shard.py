@@ -124,6 +124,11 @@ class HippocampusShard(Actor):
         o = self.options
         self.store = VectorStore(o.dim, o.capacity, o.dtype, o.device, half_life_s=o.half_life_s)
         self._lock = asyncio.Lock()  # store reads and writes (search runs in a thread)
+        # The log and the store change together: a group commit holds this from its log write
+        # until its episodes are in the store, and so does every snapshot and logged removal, so
+        # a snapshot never covers a record whose episode is not yet in the store (a restart
+        # replays only the records after the snapshot). Taken before `_lock`, never inside it.
+        self._log_lock = asyncio.Lock()
         self._pending: list[tuple[Episode, Meta]] = []
         self._have_pending = asyncio.Event()
         self._closing = False
@@ -178,7 +183,7 @@ class HippocampusShard(Actor):
             await self._committer
         if self.persistence is not None:
             if self._since_checkpoint:
-                async with self._lock:
+                async with self._log_lock, self._lock:
                     await asyncio.to_thread(self.persistence.checkpoint, self.store)
             self.persistence.close()
 
@@ -200,7 +205,7 @@ class HippocampusShard(Actor):
                     stimulus_id=ep.stimulus_id)
             self._counts["replayed"] += len(sample)
             self.log.info("hippocampus.replayed", episodes=len(sample), stored=len(self.store))
-        async with self._lock:
+        async with self._log_lock, self._lock:
             if self.options.prune_salience > 0:
                 ids = self.store.prune(self.options.prune_salience)
                 if len(ids) and self.persistence is not None:
@@ -289,7 +294,7 @@ class HippocampusShard(Actor):
     def _store_problem(self, msg: MemStore) -> str | None:
         if msg.key.size != self.options.dim:
             return f"key has {msg.key.size} dimensions; this memory stores {self.options.dim}"
-        if not np.any(msg.key):
+        if not msg.key.any():  # the method: np.any's dispatch costs more than the test
             return "key is all zeros (it has no direction to recall it by)"
         return None
 
@@ -322,27 +327,28 @@ class HippocampusShard(Actor):
 
     async def _commit(self, batch: list[tuple[Episode, Meta]]) -> None:
         store = self.store
-        async with self._lock:
-            episodes, metas = self._prepare(batch)
-            need = len(episodes) - store.free_slots
-            victims = np.zeros(0, dtype=np.int64)
-            if need > 0:  # evict a little more than needed: fewer, larger removal records
-                victims = store.evict(max(need, int(store.capacity * self.options.evict_fraction)))
         error: str | None = None
-        if self.persistence is not None and episodes:
-            try:
-                encoded = [ep.to_bytes() for ep in episodes]  # here: the thread only does I/O
-                await asyncio.to_thread(self.persistence.log_commit, victims, encoded)
-            except OSError as exc:
-                error = f"cannot write the shard log ({exc}); episode not stored"
-                self.log.error("hippocampus.log_failed", error=str(exc), batch=len(episodes))
-        if error is None and episodes:
+        async with self._log_lock:
             async with self._lock:
-                store.add(episodes, prepared=True)
-            self._counts["stores"] += len(episodes)
-            self._counts["evicted"] += len(victims)
-            self._counts["commits"] += 1
-            self._since_checkpoint += len(episodes) + (1 if len(victims) else 0)
+                episodes, metas = self._prepare(batch)
+                need = len(episodes) - store.free_slots
+                victims = np.zeros(0, dtype=np.int64)
+                if need > 0:  # evict a little more than needed: fewer, larger removal records
+                    victims = store.evict(max(need, int(store.capacity * self.options.evict_fraction)))
+            if self.persistence is not None and episodes:
+                try:
+                    encoded = [ep.to_bytes() for ep in episodes]  # here: the thread only does I/O
+                    await asyncio.to_thread(self.persistence.log_commit, victims, encoded)
+                except OSError as exc:
+                    error = f"cannot write the shard log ({exc}); episode not stored"
+                    self.log.error("hippocampus.log_failed", error=str(exc), batch=len(episodes))
+            if error is None and episodes:
+                async with self._lock:
+                    store.add(episodes, prepared=True)
+                self._counts["stores"] += len(episodes)
+                self._counts["evicted"] += len(victims)
+                self._counts["commits"] += 1
+                self._since_checkpoint += len(episodes) + (1 if len(victims) else 0)
         for ep, meta in zip(episodes, metas, strict=True):
             ack = MemStoreAck(shard=self.name, episode_id=ep.episode_id) if error is None else \
                 MemStoreAck(shard=self.name, episode_id=-1, ok=False, error=error)
@@ -377,7 +383,7 @@ class HippocampusShard(Actor):
         due = (self._since_checkpoint >= self.options.checkpoint_records
                or time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s)
         if due:
-            async with self._lock:
+            async with self._log_lock, self._lock:
                 await asyncio.to_thread(self.persistence.checkpoint, self.store)
             self._since_checkpoint = 0
             self._last_checkpoint = time.monotonic()

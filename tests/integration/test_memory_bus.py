@@ -23,8 +23,10 @@ from actors.supervisor import ActorChild, Supervisor
 from bus import Bus, EmbeddedServer, Meta
 from bus.errors import BadInput, EscalationError
 from bus.models import CtlReply, CtlRequest, Heartbeat, MemRecallReply, MemStore, MemStoreAck, SysError
+from memory.durable import ShardPersistence, Snapshot
 from memory.recall import ShardWatch, StoreFailed, recall, store
 from memory.shard import HippocampusShard, ShardOptions
+from memory.store import VectorStore
 from tests.actors_for_tests import eventually
 
 SHARD = "memory.shard:HippocampusShard"
@@ -382,3 +384,33 @@ async def test_stores_wait_while_the_shard_is_paused(bus: Bus, shards: StartShar
     await bus.request(f"sys.ctl.{shard.name}", CtlRequest(verb="resume"), CtlReply, timeout=3)
     acks = await pending
     assert all(a[0].ok for a in acks) and len(shard.store) == 3
+
+
+async def test_sleep_during_stores_snapshots_every_logged_episode(bus: Bus, tmp_path: Path) -> None:
+    # A sleep snapshots while group commits go on. A snapshot says which log records it covers
+    # (``log_seq``); a restart loads it and replays only the records after that. If a commit had
+    # logged its batch but not yet added it to the store when the snapshot was taken, those
+    # episodes would be in neither and lost after a crash, acknowledged. Every record here adds
+    # one episode (no eviction, no pruning), so each snapshot must hold exactly log_seq episodes.
+    shard = HippocampusShard("sleepy", bus, ShardOptions(dim=DIM, data_dir=str(tmp_path), commit_window_ms=0,
+                                                         fsync=False, max_batch=8), heartbeat_interval=0.2)
+    await shard.start()
+    try:
+        keys = unit(np.random.default_rng(13), 400)
+        stores = asyncio.gather(*(store(bus, MemStore(key=k, stimulus_id=f"z{i}"), timeout=10)
+                                  for i, k in enumerate(keys)))
+        covered: list[tuple[int, int]] = []
+        while not stores.done():
+            await shard.on_sleep()
+            newest = max((tmp_path / "sleepy").glob("snap-*.snap"))
+            state = Snapshot.load(newest)
+            covered.append((int(state.meta["log_seq"]), int(state.meta["count"])))
+        acks = [a[0] for a in await stores]
+        assert all(a.ok for a in acks) and len(covered) > 1
+        short = [(seq, count) for seq, count in covered if count != seq]
+        assert not short, f"snapshots missing logged episodes (log_seq, episodes): {short[:5]}"
+        recovered = VectorStore(DIM, shard.options.capacity, "float16", "cpu")
+        ShardPersistence(tmp_path / "sleepy").open(recovered)
+        assert all(a.episode_id in recovered for a in acks)
+    finally:
+        await shard.stop(0.5)
