@@ -10,6 +10,8 @@ Wire format (documented for non-Python clients in `brainbus schema`):
   `f32` or `f16`. So a 384-d embedding costs 1536 bytes plus a few dozen of JSON.
 * Metadata rides in NATS headers: `Bb-Type` (`type/version`), `Bb-Id` (message id), `Bb-Src`
   (source actor), `Bb-Ts` (unix time in microseconds), `Bb-Sid` (stimulus id it belongs to).
+  brainbus writes them in the order Type, Src, Id, Ts, Sid, Vec and reads that order fastest;
+  any order, and other headers besides, are accepted.
 """
 
 from __future__ import annotations
