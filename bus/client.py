@@ -381,6 +381,22 @@ class Bus:
         )
         return Subscription(inner, full)
 
+    async def subscribe_raw_direct(
+        self, pattern: str, deliver: Callable[[str, bytes, codec.Headers], None]
+    ) -> Subscription:
+        """Raw messages without nats-py's queue, task and message object: `deliver(subject, data,
+        headers)` runs in the connection's read loop, with headers as the block received (or a
+        dict, or None); `codec.decode` and `codec.trace_fields` read either. For observers that
+        see every message (the TUI); `deliver` must be quick."""
+        full = self.resolve(pattern, wildcards=True)
+
+        def receive(subject: str, reply: str, data: bytes, headers: codec.Headers) -> None:
+            deliver(subject, data, headers)
+
+        nc = self.nc
+        assert isinstance(nc, FastClient)
+        return Subscription(await nc.subscribe_direct(full, receive, blocks=True), full)
+
     def _model_for(self, subject: str) -> type[Message] | None:
         if subject not in self._model_cache:
             try:

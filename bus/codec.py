@@ -207,6 +207,20 @@ def _lenient_headers(block: bytes) -> dict[str, str]:
 Headers = Mapping[str, str] | bytes | None
 
 
+def trace_fields(headers: Headers) -> tuple[str | None, str | None, str | None]:
+    """(type tag, source, stimulus id) from the headers, without decoding the body: for observers
+    that index every message (the TUI's flow view). A block the codec wrote is read with one match."""
+    if not headers:
+        return None, None, None
+    if type(headers) is bytes:
+        own = _OWN_BLOCK.fullmatch(headers.decode("utf-8", "replace"))
+        if own is not None:
+            return own.group(1), own.group(2), own.group(5)
+        headers = parse_header_block(headers) or _lenient_headers(headers)
+    assert not isinstance(headers, bytes)
+    return headers.get(H_TYPE), headers.get(H_SRC), headers.get(H_SID)
+
+
 def decode(
     model: type[M], data: bytes, headers: Headers, subject: str, reply: str | None = None
 ) -> tuple[M, Meta]:

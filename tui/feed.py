@@ -11,33 +11,19 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Callable
 
 import structlog
 
-from bus import Bus, ConnState, CtlReply, CtlRequest, Reward, TextStimulus
+from bus import Bus, ConnState, CtlReply, CtlRequest, Reward, TextStimulus, codec
 from bus.auth import redact_url
 from bus.errors import BrainbusError, BusError
 from tui.state import ActionRow, BrainState
 
-__all__ = ["BusFeed", "RawMsg"]
+__all__ = ["BusFeed"]
 
 log = structlog.get_logger("tui.feed")
 RETRY_S = 2.0
-
-
-class RawMsg(Protocol):
-    """The part of a NATS message the feed reads (nats-py's `Msg` fits)."""
-
-    @property
-    def subject(self) -> str: ...
-
-    @property
-    def data(self) -> bytes: ...
-
-    @property
-    def headers(self) -> Mapping[str, str] | None: ...
 
 
 class BusFeed:
@@ -66,7 +52,7 @@ class BusFeed:
             bus.on_state(self._on_state)
             try:
                 await bus.connect(timeout=2.0)
-                await bus.subscribe_raw(bus.subjects.all, self._on_msg)
+                await bus.subscribe_raw_direct(bus.subjects.all, self._on_msg)
             except BrainbusError as exc:
                 self.state.conn = "unreachable"
                 self.state.conn_detail = str(exc)
@@ -103,9 +89,10 @@ class BusFeed:
         elif st is ConnState.CLOSED and self.bus is not None:
             self.state.conn, self.state.conn_detail = "closed", "the NATS connection was closed"
 
-    async def _on_msg(self, msg: RawMsg) -> None:
-        # The hot path: one call into plain state per message, no Textual message, no decoding.
-        self.state.ingest(msg.subject, msg.headers, msg.data, self.clock())
+    def _on_msg(self, subject: str, data: bytes, headers: codec.Headers) -> None:
+        # The hot path, in the connection's read loop: one call into plain state per message, no
+        # Textual message, no decoding, no nats-py message object or queue.
+        self.state.ingest(subject, headers, data, self.clock())
 
     # ---------------------------------------------------------------- controls
 

@@ -11,7 +11,6 @@ exact, panels show the newest messages, and the cost per message stays a few dic
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,7 +31,7 @@ DEAD_INTERVALS = 3.0  # no heartbeat for this many intervals: dead
 HUNG_S = 5.0  # a handler busy this long: hung (the supervisor restarts such actors too)
 FORGET_DEAD_S = 120.0  # dead rows stay visible this long, then go
 MEMORY_KINDS = ("hippocampus", "memory")
-Raw = tuple[str, bytes, dict[str, str] | None, float]
+Raw = tuple[str, bytes, codec.Headers, float]  # headers: the block as received, a dict, or None
 
 
 @dataclass(slots=True)
@@ -143,16 +142,15 @@ class BrainState:
 
     # ---------------------------------------------------------------- per message (hot path)
 
-    def ingest(self, subject: str, headers: Mapping[str, str] | None, data: bytes, now: float) -> None:
-        """Note one raw bus message. Called for every message: never decodes, never raises."""
+    def ingest(self, subject: str, headers: codec.Headers, data: bytes, now: float) -> None:
+        """Note one raw bus message. Called for every message: never decodes a body, never raises."""
         self.traffic.note(subject)
         route = self._route_cache.get(subject)
         if route is None:
             route = self._route(subject)
-        hdrs = dict(headers) if headers is not None and not isinstance(headers, dict) else headers
         if route == "heartbeat":
             actor = subject.rsplit(".", 1)[-1]
-            self._hb_raw[actor] = (subject, data, hdrs, now)
+            self._hb_raw[actor] = (subject, data, headers, now)
             last = self._hb_interval.get(actor)
             if last is not None and now > last[0]:
                 # A smoothed interval: dead means silent for several of *this* actor's intervals.
@@ -162,19 +160,17 @@ class BrainState:
                 self._hb_interval[actor] = (now, 1.0)
             return  # heartbeats carry no stimulus id
         if route == "levels":
-            self._levels_raw = (subject, data, hdrs, now)
+            self._levels_raw = (subject, data, headers, now)
             return
         pending = self._pending.get(route)
         if pending is not None:
-            pending.append((subject, data, hdrs, now))
+            pending.append((subject, data, headers, now))
             self.counts[route] += 1
-        sid = hdrs.get(codec.H_SID) if hdrs else None
+        type_tag, src, sid = codec.trace_fields(headers)
         if sid is None and data[:1] == b"{":
             sid = find_stimulus_id(data)
         if sid is not None:
-            src = (hdrs.get(codec.H_SRC) if hdrs else None) or "-"
-            type_ = ((hdrs.get(codec.H_TYPE) if hdrs else None) or "-").split("/", 1)[0]
-            self.flows.note(sid, now, subject[len(self._prefix):], src, type_)
+            self.flows.note(sid, now, subject[len(self._prefix):], src or "-", (type_tag or "-").split("/", 1)[0])
 
     def _route(self, subject: str) -> str:
         rel = subject[len(self._prefix):] if subject.startswith(self._prefix) else subject
