@@ -26,6 +26,7 @@ from bus.codec import (
     encode_wire,
     parse_header_block,
     to_json,
+    trace_fields,
 )
 from bus.errors import DecodeError, SubjectError
 from bus.models import (
@@ -595,3 +596,15 @@ def test_schema_of_outside_messages_rejects_what_the_codec_rejects() -> None:
     assert (reward["minimum"], reward["maximum"]) == (-1.0, 1.0)
     assert decode(Reward, b'{"value": -1}', None, SUBJ)[0].value == -1.0
     assert "less than or equal to 1" in reason_of(Reward, b'{"value": 1.01}')
+
+
+def test_trace_fields_read_type_source_and_stimulus_from_any_headers() -> None:
+    """What an observer indexes every message by, from our block, another client's, or none."""
+    _, block = encode_wire(Reward(value=1.0), source="amygdala", stimulus_id="s-7")
+    assert trace_fields(block) == (Reward.TAG, "amygdala", "s-7")
+    _, block = encode_wire(Reward(value=1.0), source="amygdala")
+    assert trace_fields(block) == (Reward.TAG, "amygdala", None)
+    foreign = b"NATS/1.0\r\nBb-Sid:x1\r\nOther: 1\r\n\r\n"
+    assert trace_fields(foreign) == (None, None, "x1")
+    assert trace_fields({H_SRC: "agent", H_SID: "x2"}) == (None, "agent", "x2")
+    assert trace_fields(None) == (None, None, None)
