@@ -48,6 +48,7 @@ __all__ = [
     "parse_header_block",
     "format_validation_error",
     "to_json",
+    "trace_fields",
 ]
 
 H_TYPE, H_ID, H_SRC, H_TS, H_SID, H_VEC = "Bb-Type", "Bb-Id", "Bb-Src", "Bb-Ts", "Bb-Sid", "Bb-Vec"
