@@ -10,8 +10,8 @@ Measured in one run, against references from the same run:
    actor of the next stage (mailbox drops, rejections, workspace losers, gated in sleep) — what is
    not is "uncounted" and must be zero; the brain's CPU time per answer (its process and its
    process groups) is reported too, as the figure least moved by other work on the machine;
-3. text through MiniLM: the brain's sustained text rate vs the encoder's own batched throughput
-   measured in this process just before (skipped with --quick).
+3. text through MiniLM: the brain's sustained text rate (answers over the time to the last one) vs
+   the encoder's own batched throughput measured in this process just before (skipped with --quick).
 The brain runs as a separate process (`brainbus run`), reached only over the bus.
 """
 
@@ -104,7 +104,7 @@ async def _wait_ready(nc: Any, ns: str, actors: list[str], timeout: float = 60) 
     sub = await nc.subscribe(f"{ns}.sys.heartbeat.*")
     deadline = time.monotonic() + timeout
     try:
-        while seen < set(actors):
+        while not set(actors) <= seen:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RuntimeError(f"brain not ready: heartbeats only from {sorted(seen)}")
@@ -338,9 +338,11 @@ async def _text_throughput(url: str, nc: Any) -> dict[str, Any]:
         await asyncio.sleep(0.2)
         answered: set[str] = set()
         all_in = asyncio.Event()
+        last_answer = [0.0]
 
         async def on_action(msg: Any) -> None:
             answered.add(orjson.loads(msg.data)["stimulus_id"])
+            last_answer[0] = time.perf_counter()
             if len(answered) == len(words):
                 all_in.set()
 
@@ -349,9 +351,17 @@ async def _text_throughput(url: str, nc: Any) -> dict[str, Any]:
         for i, w in enumerate(words):
             await nc.publish(f"{ns}.stim.text", orjson.dumps({"text": w, "id": f"w{i}"}))
         await nc.flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(all_in.wait(), 60)
-        brain_rate = len(answered) / (time.perf_counter() - t0)
+        # Until every text is answered, or none is for a second after the first answer (the first
+        # batch warms the encoder up): the workspace lets a near-copy
+        # of a text that wins in the same cycle go (a counted `duplicate` verdict, no action).
+        deadline = t0 + 60
+        while not all_in.is_set() and time.perf_counter() < deadline:
+            before = len(answered)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_in.wait(), 1.0)
+            if answered and len(answered) == before:
+                break
+        brain_rate = len(answered) / max(last_answer[0] - t0, 1e-9)
         await sub.unsubscribe()
     return {"texts": len(words), "encoder_batched_rate": encoder_rate, "brain_rate": brain_rate,
             "answered": len(answered), "ratio": brain_rate / encoder_rate}
@@ -375,6 +385,7 @@ def _print(r: dict[str, Any]) -> None:
         t = r["text"]
         rows.append(("text via MiniLM: brain / encoder",
                      f"{t['brain_rate']:.0f} / {t['encoder_batched_rate']:.0f} per s = {t['ratio']:.2f}x", ">= 0.8x"))
+        rows.append(("text via MiniLM: answered", f"{t['answered']} of {t['texts']}", ""))
     width = max(len(a) for a, _, _ in rows)
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>28}  {target}")
