@@ -354,10 +354,18 @@ class Actor:
             self.log.warning("actor.mailbox_abandoned", dropped=dropped - len(returned), returned=len(returned),
                              grace=grace)
             self._mailbox.clear()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks = set(self._tasks)
+        pending = tasks
+        while pending:
+            for task in pending:
+                task.cancel()
+            # Cancel again whatever is still running after a moment: on Python 3.11 asyncio.wait_for
+            # can swallow a cancellation that lands as its inner future completes, and the task then
+            # waits on (for a worker: for a message that will never come) as if never cancelled.
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+        for task in tasks:  # collected, as gather would: the actor is stopping, not failing
+            if not task.cancelled():
+                task.exception()
         try:
             await self.on_stop()
         finally:

@@ -389,3 +389,27 @@ async def test_an_actor_starts_only_once(spawn: Spawn) -> None:
     echo = await spawn(Echo, "echo")
     with pytest.raises(ActorError, match="already started"):
         await echo.start()
+
+
+class SwallowsOneCancel(Echo):
+    """Has a background task that survives its first cancellation (as a task whose asyncio.wait_for
+    swallowed it does on Python 3.11) and then waits for something that never comes."""
+
+    kind = "swallows_one_cancel"
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        self._spawn(self._stubborn(), f"{self.name}.stubborn")
+
+    async def _stubborn(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+
+async def test_stop_ends_a_task_that_swallowed_its_cancellation(spawn: Spawn) -> None:
+    actor = await spawn(SwallowsOneCancel, "stubborn")
+    await asyncio.wait_for(actor.stop(grace=0.1), 5)
+    assert actor.state is ActorState.STOPPED
