@@ -66,8 +66,8 @@ class ActorsPanel(Panel):
         elif a.health == "hung":
             style, state = "bold yellow", f"hung {a.busy_s:.0f}s"
         else:
-            style = {"running": "green", "paused": "yellow", "sleeping": "blue", "crashed": "bold red"}.get(
-                a.state, "")
+            style = {"running": "green", "loading": "cyan", "paused": "yellow", "sleeping": "blue",
+                     "crashed": "bold red"}.get(a.state, "")
             state = a.state
         warn = "bold red"
         mailbox = f"{a.mailbox}/{a.capacity}" if a.capacity else str(a.mailbox)
