@@ -213,17 +213,12 @@ async def _store_throughput(url: str, ns: str, n: int, *, fsync: bool = True, in
     CPU per store is reported too (this process: shards, their log threads and, in one process,
     the client; the client process on its own): on a shared machine it moves less than rates do.
     """
-    client_cpu = 0.0
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
         async with Bus(url, namespace=ns, name="bench-store-shards") as shard_bus:
             shards = await _start_shards(shard_bus, "dur", capacity=n, data_dir=tmp, fsync=fsync)
             try:
                 cpu0 = _cpu_seconds()
-                if client_process:
-                    elapsed, client_cpu = await _client_process_seconds(url, ns, n, in_flight)
-                else:
-                    async with Bus(url, namespace=ns, name="bench-store-client") as client:
-                        elapsed = await _store_load(client, _store_vectors(n), in_flight)
+                elapsed, client_cpu = await _run_store_client(url, ns, n, in_flight, client_process)
                 cpu = _cpu_seconds() - cpu0
                 commits = sum(s._counts["commits"] for s in shards)
                 stored = sum(len(s.store) for s in shards)
@@ -242,7 +237,6 @@ async def _bare_responder_rate(url: str, ns: str, n: int, in_flight: int = 512, 
     """The same store requests answered at once by one bare responder in this process (no shard,
     no log), the client placed as in `_store_throughput`: the request/reply ceiling of that
     setup, the reference for the store rates (and the CPU each side spends per request)."""
-    client_cpu = 0.0
     async with Bus(url, namespace=ns, name="bench-bare-responder") as responder_bus:
         async def ack(msg: MemStore, meta: Meta) -> None:
             await responder_bus.respond(meta, MemStoreAck(shard="bare", episode_id=0))
@@ -251,16 +245,20 @@ async def _bare_responder_rate(url: str, ns: str, n: int, in_flight: int = 512, 
         await responder_bus.flush()
         try:
             cpu0 = _cpu_seconds()
-            if client_process:
-                elapsed, client_cpu = await _client_process_seconds(url, ns, n, in_flight)
-            else:
-                async with Bus(url, namespace=ns, name="bench-store-client") as client:
-                    elapsed = await _store_load(client, _store_vectors(n), in_flight)
+            elapsed, client_cpu = await _run_store_client(url, ns, n, in_flight, client_process)
             cpu = _cpu_seconds() - cpu0
         finally:
             await sub.stop()
     return {"per_s": n / elapsed, "responder_process_cpu_us": cpu / n * 1e6,
             "client_process_cpu_us": client_cpu / n * 1e6, "client_process": client_process}
+
+
+async def _run_store_client(url: str, ns: str, n: int, in_flight: int, client_process: bool) -> tuple[float, float]:
+    """Send the n stores: (seconds, the client process's CPU seconds; 0 when it is this process)."""
+    if client_process:
+        return await _client_process_seconds(url, ns, n, in_flight)
+    async with Bus(url, namespace=ns, name="bench-store-client") as client:
+        return await _store_load(client, _store_vectors(n), in_flight), 0.0
 
 
 def _store_vectors(n: int) -> np.ndarray:

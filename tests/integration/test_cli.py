@@ -369,21 +369,9 @@ def test_a_process_group_runs_in_its_own_process(
     r = cli("req", "stim.text", '{"text": "hello", "id": "p1"}', cwd=tmp_path)  # Echo answers requests
     assert r.returncode == 0, r.stderr
     assert orjson.loads(r.stdout)["data"] == {"text": "hello"}
-    sub = subprocess.Popen([str(BRAINBUS), "sub", "region.thalamus.out", "--count", "1", "--json",
-                            "--timeout", "20"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 20
-        while sub.poll() is None:
-            assert time.monotonic() < deadline, "no percept from the senses process"
-            assert cli("pub", "stim.text", '{"text":"hi","id":"p2"}', cwd=tmp_path).returncode == 0
-            time.sleep(0.2)
-        out, _ = sub.communicate(timeout=10)
-    finally:
-        if sub.poll() is None:
-            sub.kill()
-            sub.communicate(timeout=5)
-    percept = orjson.loads(out.splitlines()[0])
+    lines = sub_while_publishing(["region.thalamus.out"], ["stim.text", '{"text":"hi","id":"p2"}'], cwd=tmp_path,
+                                 what="a percept from the senses process")
+    percept = orjson.loads(lines[0])
     assert percept["data"]["stimulus_id"] == "p2"
     assert percept["headers"]["Bb-Src"] == "thalamus"
 
