@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
 import numpy as np
 import orjson
 from nats.aio.client import Client as NatsClient
 
 from bus import Bus, CtlReply, CtlRequest, EmbeddedServer, Meta, RegionOutput, Reward, codec
+from bus.errors import NoRespondersError
 
 __all__ = ["run_bus_bench"]
 
@@ -107,6 +109,12 @@ async def _raw_latency(url: str, n: int) -> list[float]:
     await rep_nc.subscribe("bench.req.raw", cb=cb)
     await rep_nc.flush()
     body = codec.to_json(CtlRequest(verb="status"))
+    for attempt in range(50):  # warm-up: the route is in place before anything is timed
+        try:
+            await req_nc.request("bench.req.raw", body, timeout=2)
+            break
+        except nats.errors.NoRespondersError:
+            await asyncio.sleep(0.02 * (attempt + 1))
     lat = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -130,6 +138,12 @@ async def _typed_latency(url: str, n: int) -> list[float]:
     await rep.subscribe("req.typed", handler, model=CtlRequest)
     await rep.flush()
     request = CtlRequest(verb="status")
+    for attempt in range(50):  # warm-up, as for the raw side
+        try:
+            await req.request("req.typed", request, CtlReply, timeout=2)
+            break
+        except NoRespondersError:
+            await asyncio.sleep(0.02 * (attempt + 1))
     lat = []
     for _ in range(n):
         t0 = time.perf_counter()
