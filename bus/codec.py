@@ -205,6 +205,12 @@ def _lenient_headers(block: bytes) -> dict[str, str]:
     return out
 
 
+
+def _block_dict(block: bytes) -> dict[str, str]:
+    """Any header block as a dict: the plain `Name: value` form quickly, anything else leniently."""
+    return parse_header_block(block) or _lenient_headers(block)
+
+
 Headers = Mapping[str, str] | bytes | None
 
 
@@ -217,7 +223,7 @@ def trace_fields(headers: Headers) -> tuple[str | None, str | None, str | None]:
         own = _OWN_BLOCK.fullmatch(headers.decode("utf-8", "replace"))
         if own is not None:
             return own.group(1), own.group(2), own.group(5)
-        headers = parse_header_block(headers) or _lenient_headers(headers)
+        headers = _block_dict(headers)
     assert not isinstance(headers, bytes)
     return headers.get(H_TYPE), headers.get(H_SRC), headers.get(H_SID)
 
@@ -252,7 +258,7 @@ def decode(
         meta = Meta(subject, reply or None, size=len(data))
     else:
         if isinstance(headers, bytes):
-            headers = parse_header_block(headers) or _lenient_headers(headers)
+            headers = _block_dict(headers)
         type_tag = headers.get(H_TYPE)
         if type_tag is not None and type_tag != model.TAG:
             raise DecodeError(_wrong_type(type_tag, model), subject=subject)
