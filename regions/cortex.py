@@ -3,7 +3,9 @@
 One actor kind serves the language area (modality `text`) and the visual/vector area (other
 modalities); the config says which modalities each instance takes. Features are learned online
 with Sanger's rule (local Hebbian plasticity, rate scaled by acetylcholine); how poorly they
-reconstruct a percept is its novelty. The bid's salience rises with novelty and arousal (NE).
+reconstruct a percept is its novelty. The novelty is computed at once; the Hebbian steps of the
+percepts of the next 10 ms are applied together, as one matrix product (a busy area would
+otherwise spend most of its time on one step per percept). The bid's salience rises with novelty and arousal (NE).
 
 Sensory adaptation: the cortex passes on what is different about a percept, not what every
 percept shares. It keeps a running mean of its input and subtracts most of it (`centering`)
@@ -39,6 +41,8 @@ __all__ = ["Cortex"]
 #: The modulated learning rate at baseline acetylcholine: the Oja rate is scaled relative to it.
 BASELINE_LR = modulation({}).learning_rate
 NE_REFERENCE = DEFAULT_PARAMS["norepinephrine"].baseline
+#: Longest a percept's Hebbian step waits to be batched with the next ones (`OjaFeatureMap.observe`).
+LEARN_WITHIN_S = 0.01
 
 
 class CortexOptions(BaseModel):
@@ -79,6 +83,7 @@ class Cortex(Modulated):
         self.usual_novelty: float | None = None
         self.novelty_events = 0
         self.replayed = 0
+        self.learning_due = False
         self.out_subject = self.bus.subjects.region_out(self.name)
 
     def takes(self, modality: str) -> bool:
@@ -93,7 +98,7 @@ class Cortex(Modulated):
         if x.size != self.options.dim:
             return  # the thalamus checks dimensions; a cortex of another size ignores the percept
         # Learning rate follows acetylcholine: high in encoding mode, low in retrieval.
-        novelty = float(self.features.learn(x, lr_scale=self.mod.learning_rate / BASELINE_LR))
+        novelty = self.features.observe(x, lr_scale=self.mod.learning_rate / BASELINE_LR)
         self.seen += 1
         self.novelty_sum += novelty
         # Habituation takes away the orienting response (the novelty bonus), not the percept
@@ -108,6 +113,7 @@ class Cortex(Modulated):
             source=self.name, kind="percept", salience=min(salience, 10.0), content=self._adapt(x),
             stimulus_id=sid, detail={"novelty": round(novelty, 4), "modality": msg.data.get("modality"),
                                      "text": msg.data.get("text")}), stimulus_id=sid)
+        self._learn_soon()
         usual = novelty if self.usual_novelty is None else self.usual_novelty
         self.usual_novelty = usual + o.adaptation_rate * (novelty - usual)
         surprise = 2.0 * max(0.0, novelty - usual) * habituation
@@ -115,6 +121,20 @@ class Cortex(Modulated):
             self.novelty_events += 1
             await self.publish(self.bus.subjects.neuromod_event, NeuromodEvent(
                 kind="novelty", value=min(surprise, 1.0), source=self.name, stimulus_id=sid), stimulus_id=sid)
+
+    def _learn_soon(self) -> None:
+        """Apply the percept's Hebbian step within `LEARN_WITHIN_S`, batched with the percepts
+        that arrive meanwhile: under load, one matrix product learns from many percepts.
+        Deterministic mode learns at once, so replays do not depend on timing."""
+        if self.deterministic:
+            self.features.consolidate()
+        elif not self.learning_due:
+            self.learning_due = True
+            self.call_later(LEARN_WITHIN_S, "consolidate")
+
+    async def consolidate(self) -> None:
+        self.learning_due = False
+        self.features.consolidate()
 
     def _adapt(self, x: np.ndarray) -> np.ndarray:
         """The percept minus most of the running mean, unit length; the mean then follows `x`."""

@@ -64,6 +64,9 @@ class OjaFeatureMap:
         device: Torch device for the weights.
     """
 
+    #: Most inputs `observe` queues before it applies their steps itself.
+    MAX_QUEUED = 32
+
     def __init__(
         self,
         in_dim: int,
@@ -100,6 +103,11 @@ class OjaFeatureMap:
         self.unit_samples = torch.zeros(n_features, dtype=torch.int64, device=self.device)
         self.samples = 0
         self.pruned_total = 0
+        # Inputs observed whose Hebbian step is still to come (`observe`, `consolidate`).
+        self._queued_x: list[NDArray[np.float32]] = []
+        self._queued_y: list[NDArray[np.float32]] = []  # activations times each one's step size
+        self._queued_raw_y: list[NDArray[np.float32]] = []
+        self._queued_samples = 0
 
     def _random_rows(self, n: int) -> torch.Tensor:
         rows = torch.randn(n, self.in_dim, generator=self._gen, dtype=torch.float32)
@@ -197,6 +205,7 @@ class OjaFeatureMap:
             raise ValueError(f"lr_scale must be a finite number >= 0, got {lr_scale}")
         if self.device.type == "cpu" and isinstance(x, np.ndarray) and x.ndim == 1 and x.shape[0] == self.in_dim:
             return self._learn_one(x.astype(np.float32, copy=False), lr_scale)
+        self.consolidate()  # steps observed earlier come first
         t, _ = self._as_batch(x)
         with torch.no_grad():
             n = t.shape[0]
@@ -225,46 +234,95 @@ class OjaFeatureMap:
         return before
 
     def _learn_one(self, x: NDArray[np.float32], lr_scale: float) -> float:
-        """`learn` for one input on the CPU, in numpy: the same rule, a tenth of the time.
+        """`learn` for one input on the CPU: `observe`, then `consolidate` at once."""
+        before = self.observe(x, lr_scale)
+        self.consolidate()
+        return before
 
-        A sensory area learns from every percept, one at a time; torch's per-operation overhead
-        dominates at this size. The rule's ``tril(y y^T) W`` (Sanger) is computed as a running
-        sum over units (row ``i`` is ``y_i * sum_{j<=i} y_j W_j``), and ``(y y^T) W`` (Oja) as
-        ``y (y^T W)``: linear in the number of units instead of quadratic.
+    def observe(self, x: NDArray[np.float32], lr_scale: float = 1.0) -> float:
+        """The novelty of one input under the current features; its Hebbian step waits in a queue.
+
+        Learning comes in two parts so that a busy area can learn in mini-batches. The novelty
+        (what the area reports at once) takes two matrix-vector products; the step takes a
+        matrix-matrix product (the rule's ``tril(y y^T) W``) that costs about as much for 32
+        inputs as for one. `consolidate` applies the queued steps, each of its own size and with
+        the activations it was observed with: their sum equals taking them one after another up
+        to terms of order ``lr^2``. An area that consolidates after every input learns exactly as
+        with `learn`; queueing more than `MAX_QUEUED` inputs consolidates first.
+
+        Args:
+            x: One input ``(in_dim,)``; on another device than the CPU, `learn` runs at once.
+            lr_scale: As for `learn`.
         """
+        if not math.isfinite(lr_scale) or lr_scale < 0:
+            raise ValueError(f"lr_scale must be a finite number >= 0, got {lr_scale}")
+        if self.device.type != "cpu":
+            return self.learn(x, lr_scale)
+        x = np.asarray(x, dtype=np.float32).reshape(-1)
+        if x.shape[0] != self.in_dim:
+            raise ValueError(f"expected shape ({self.in_dim},), got {x.shape}")
+        if len(self._queued_x) >= self.MAX_QUEUED:
+            self.consolidate()
         w = self.weight.numpy()
         energy = float(x @ x)
         if not math.isfinite(energy) and not bool(np.isfinite(x).all()):
             raise ValueError("input contains NaN or inf")
         inv_energy = 1.0 / max(energy, 1e-12) if energy > 0 else 0.0
         y = w @ x
-        recon = y @ w
-        err = x - recon
+        err = x - y @ w
         before = min(1.0, max(0.0, float(err @ err) * inv_energy))
         keep = 1.0 - self.usage_decay
         usage = self.usage.numpy()
         usage *= keep
         usage += (y * y) * (inv_energy * (1.0 - keep))
-        self.unit_samples.add_(1)
         self.samples += 1
         step = self.lr * lr_scale / max(1.0, energy)
         if step > 0:
-            if self.rule == "sanger":  # (torch's running sum is twice as fast as numpy's along rows)
-                explained = torch.cumsum(torch.from_numpy(y[:, None] * w), dim=0).numpy()
-            else:
-                explained = recon[None, :]
-            delta = y[:, None] * (x[None, :] - explained)
-            alive = self.alive.numpy()
-            if not alive.all():
-                delta[~alive] = 0.0
-            new_w = (w + np.float32(step) * delta).astype(np.float32, copy=False)
-            norms = np.sqrt(np.einsum("ij,ij->i", new_w, new_w))
-            if bool(np.isfinite(norms).all()):  # a non-finite entry makes its row's norm non-finite
-                big = norms > 2.0
-                if big.any():  # guard only, as in `learn`
-                    new_w[big] /= norms[big, None]
-                self.weight = torch.from_numpy(new_w)
+            self._queued_x.append(x)
+            self._queued_y.append(y * np.float32(step))
+            self._queued_raw_y.append(y)
+        self._queued_samples += 1
         return before
+
+    @property
+    def queued(self) -> int:
+        """Inputs observed whose Hebbian step is not applied yet."""
+        return self._queued_samples
+
+    def consolidate(self) -> int:
+        """Apply the queued Hebbian steps as one mini-batch; returns how many inputs it covered.
+
+        With ``S`` the step sizes, ``Y`` the activations and ``X`` the inputs (one row each):
+        ``dW = (S Y)^T X - tril((S Y)^T Y) W`` (Sanger; no ``tril`` for Oja), the sum of the
+        single-input rule ``s y (x - explained)`` over the batch.
+        """
+        count = self._queued_samples
+        if not count:
+            return 0
+        self.unit_samples.add_(count)
+        self._queued_samples = 0
+        if not self._queued_x:
+            return count  # every step had size 0 (learning off): statistics only
+        xs, sy, ys = np.stack(self._queued_x), np.stack(self._queued_y), np.stack(self._queued_raw_y)
+        self._queued_x.clear()
+        self._queued_y.clear()
+        self._queued_raw_y.clear()
+        w = self.weight.numpy()
+        yy = sy.T @ ys
+        if self.rule == "sanger":
+            yy = np.tril(yy)
+        delta = sy.T @ xs - yy @ w
+        alive = self.alive.numpy()
+        if not alive.all():
+            delta[~alive] = 0.0
+        new_w = (w + delta).astype(np.float32, copy=False)
+        norms = np.sqrt(np.einsum("ij,ij->i", new_w, new_w))
+        if bool(np.isfinite(norms).all()):  # a non-finite entry makes its row's norm non-finite
+            big = norms > 2.0
+            if big.any():  # guard only, as in `learn`
+                new_w[big] /= norms[big, None]
+            self.weight = torch.from_numpy(new_w)
+        return count
 
     def prune_dead(self, threshold: float = 1e-3, min_samples: int = 200, reinit: bool = True) -> int:
         """Recycle (or silence) units that carry almost none of the input energy.
@@ -283,6 +341,7 @@ class OjaFeatureMap:
         Returns:
             Number of units pruned.
         """
+        self.consolidate()
         dead = self.alive & (self.usage < threshold) & (self.unit_samples >= min_samples)
         count = int(dead.sum())
         if count == 0:
@@ -306,7 +365,8 @@ class OjaFeatureMap:
         return int(self.alive.sum())
 
     def snapshot(self) -> dict[str, Any]:
-        """State as plain Python values (JSON/orjson friendly)."""
+        """State as plain Python values (JSON/orjson friendly), queued steps applied first."""
+        self.consolidate()
         return {
             "in_dim": self.in_dim,
             "n_features": self.n_features,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from regions.plasticity import Habituation, OjaFeatureMap
+from regions.plasticity import Habituation, HebbianRule, OjaFeatureMap
 
 
 def _dominant_data(n: int, d: int, seed: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -133,6 +133,60 @@ def test_prune_without_reinit_silences_units() -> None:
     assert np.all(out[~fmap.alive.numpy()] == 0.0)
     fmap.learn(x[:10])
     assert bool((fmap.weight[~fmap.alive] == 0).all())  # silenced units stay silent
+
+
+@pytest.mark.parametrize("rule", ["sanger", "oja"])
+def test_observe_then_consolidate_is_the_rule_of_one_step(rule: HebbianRule) -> None:
+    x = _subspace_data(1, 32, 3, seed=5)[0].astype(np.float32) * 1.5
+    queued = OjaFeatureMap(32, 4, lr=0.2, seed=1, rule=rule)
+    reference = OjaFeatureMap(32, 4, lr=0.2, seed=1, rule=rule)
+    novelty = queued.observe(x, lr_scale=0.5)
+    assert queued.queued == 1
+    np.testing.assert_array_equal(queued.weight.numpy(), reference.weight.numpy())  # nothing applied yet
+    assert queued.consolidate() == 1 and queued.queued == 0
+    # The batch path of `learn` (torch) computes the same rule for one input.
+    assert novelty == pytest.approx(reference.learn(x[None, :], lr_scale=0.5), abs=1e-6)
+    np.testing.assert_allclose(queued.weight.numpy(), reference.weight.numpy(), atol=1e-6)
+    np.testing.assert_allclose(queued.usage.numpy(), reference.usage.numpy(), atol=1e-7)
+    assert queued.unit_samples.tolist() == reference.unit_samples.tolist() == [1, 1, 1, 1]
+
+
+def test_a_consolidated_batch_matches_steps_taken_one_by_one() -> None:
+    x = _subspace_data(24, 32, 4, seed=6).astype(np.float32)
+    batched, stepwise = OjaFeatureMap(32, 4, lr=0.01, seed=2), OjaFeatureMap(32, 4, lr=0.01, seed=2)
+    novelties = [batched.observe(row) for row in x]
+    for row in x:
+        stepwise.learn(row)
+    assert batched.queued == 24
+    # Every novelty was computed with the weights as they were before the batch.
+    assert novelties[-1] == pytest.approx(OjaFeatureMap(32, 4, lr=0.01, seed=2).novelty(x[-1]), abs=1e-6)
+    start = batched.weight.numpy().copy()
+    batched.consolidate()
+    moved = np.abs(stepwise.weight.numpy() - start).max()
+    # The sum of the steps differs from their sequence only by terms of order lr^2.
+    assert np.abs(batched.weight.numpy() - stepwise.weight.numpy()).max() < 0.05 * moved
+    assert batched.samples == stepwise.samples == 24
+
+
+def test_observe_queues_a_bounded_batch_and_snapshot_and_learn_apply_it() -> None:
+    x = _subspace_data(OjaFeatureMap.MAX_QUEUED + 5, 16, 3, seed=7).astype(np.float32)
+    fmap = OjaFeatureMap(16, 3, lr=0.05, seed=3)
+    for row in x:
+        fmap.observe(row)
+    assert fmap.queued == 5  # the first MAX_QUEUED were applied when the next one came
+    fmap.snapshot()
+    assert fmap.queued == 0
+    fmap.observe(x[0])
+    fmap.learn(x[:2])  # a batch through torch: the queued step goes first
+    assert fmap.queued == 0 and fmap.samples == len(x) + 3
+    fmap.observe(x[0], lr_scale=0.0)  # learning off: statistics only
+    before = fmap.weight.numpy().copy()
+    assert fmap.consolidate() == 1
+    np.testing.assert_array_equal(fmap.weight.numpy(), before)
+    with pytest.raises(ValueError):
+        fmap.observe(x[0], lr_scale=float("nan"))
+    with pytest.raises(ValueError):
+        fmap.observe(np.full(16, np.nan, dtype=np.float32))
 
 
 def test_snapshot_roundtrip_is_json_and_exact() -> None:
