@@ -56,6 +56,8 @@ __all__ = [
 MAX_DIM = 8192
 MAX_TEXT = 10_000
 _F32 = np.dtype(np.float32)
+_F32_MAX = float(np.finfo(np.float32).max)
+_FLOAT_ONLY = {float}
 _ONES = np.full(MAX_DIM, 2.0**-14, dtype=np.float32)
 # The weights of the finiteness check, one view per vector length (made when first seen).
 _SCALED_ONES: dict[int, np.ndarray] = {}
@@ -71,15 +73,27 @@ def _to_vector(value: Any) -> np.ndarray:
         if weights is None and 0 < value.size <= MAX_DIM:
             weights = _SCALED_ONES[value.size] = _ONES[: value.size]
         if weights is not None:
-            if not math.isfinite(value.dot(weights)):
+            try:
+                finite = math.isfinite(value.dot(weights))
+            except RuntimeWarning:  # +Inf and -Inf together ("invalid"), where warnings are errors
+                finite = False
+            if not finite:
                 raise ValueError("contains NaN or Inf (or a number too large for float32)")
             return value
     if isinstance(value, np.ndarray):
         arr = value
     elif isinstance(value, list | tuple):
+        kinds = set(map(type, value))
+        if kinds == _FLOAT_ONLY and len(value) <= MAX_DIM:
+            # A JSON array of decimals: nothing to rule out but NaN, Inf and numbers too large for
+            # float32, so one conversion and a range check. float64 first: a float32 conversion
+            # would warn about the large ones. Whatever fails the check, the general path judges.
+            arr = np.array(value, np.float64)
+            if -_F32_MAX <= arr.min() and arr.max() <= _F32_MAX:  # NaN fails both comparisons
+                return arr.astype(np.float32)
         # No dtype here on purpose: numpy would silently parse "1.5" or "NaN" strings as floats.
         arr = np.asarray(value)
-        if arr.dtype.kind in "iuf" and bool in set(map(type, value)):
+        if arr.dtype.kind in "iuf" and bool in kinds:
             # numpy turns [1, true] into [1, 1] and [0.5, false] into [0.5, 0.0]: not numbers.
             raise ValueError("must contain only numbers (got a boolean)")
     else:

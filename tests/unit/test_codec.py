@@ -375,6 +375,29 @@ def test_json_part_of_a_binary_body_must_be_an_object() -> None:
     assert reason_of(VectorStimulus, body, {H_VEC: "vector:f32:4"}).startswith("field 'modality'")
 
 
+def test_binary_vector_with_both_infinities() -> None:
+    """+Inf and -Inf together make the finiteness check's sum "invalid": still a plain rejection."""
+    v = vec(8)
+    v[1], v[5] = np.inf, -np.inf
+    reason = reason_of(VectorStimulus, b"{}" + v.tobytes(), {H_VEC: "vector:f32:8"})
+    assert reason.startswith(f"field 'vector': {NAN_OR_INF}")
+
+
+def test_json_vectors_of_floats_convert_like_any_array() -> None:
+    """The quick conversion of all-float JSON arrays gives what numpy's general one gives."""
+    values = np.random.default_rng(3).standard_normal(384) * 1e3
+    values[:4] = [1e-46, -3.4e38, 3.4028234663852886e38, 0.1]  # below float32's range; at its edges
+    out = decode(VectorStimulus, orjson.dumps({"vector": values.tolist()}), None, SUBJ)[0].vector
+    assert out.dtype == np.float32 and out.flags.writeable and out.flags.owndata
+    assert out.tobytes() == values.astype(np.float32).tobytes()
+    # Integers, alone or with floats, take the general path: the same numbers.
+    out = decode(VectorStimulus, b'{"vector": [1, 0.5, -2]}', None, SUBJ)[0].vector
+    np.testing.assert_array_equal(out, np.array([1, 0.5, -2], np.float32))
+    # Just above float32's largest number, yet rounding to it: accepted, as numpy's cast does.
+    out = decode(VectorStimulus, b'{"vector": [3.4028235e38, 1.0]}', None, SUBJ)[0].vector
+    assert out[0] == np.finfo(np.float32).max
+
+
 # ---------------------------------------------------------------- header blocks (the direct path)
 
 
