@@ -22,14 +22,15 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import orjson
 from pydantic import ValidationError
+from pydantic_core import SchemaValidator
 
 from bus.errors import DecodeError
-from bus.models import Message, model_for_type
+from bus.models import Message, _to_vector, model_for_type
 
 __all__ = [
     "H_ID",
@@ -179,10 +180,11 @@ def _vec_line(spec: tuple[str, str, int] | str) -> bytes:
     return line
 
 
-# A header block as `encode_wire` writes it: one match reads all the metadata.
+# A header block as `encode_wire` writes it: one match reads all the metadata. `.` stops at a line's
+# end (`\n`), so `(.*)\r\n` is one value, and matches almost twice as fast as `([^\r\n]*)`.
 _OWN_BLOCK = re.compile(
-    rf"NATS/1\.0\r\n{H_TYPE}: ([^\r\n]*)\r\n{H_SRC}: ([^\r\n]*)\r\n{H_ID}: ([^\r\n]*)\r\n"
-    rf"{H_TS}: ([0-9]{{1,19}})\r\n(?:{H_SID}: ([^\r\n]*)\r\n)?(?:{H_VEC}: ([^\r\n]*)\r\n)?\r\n"
+    rf"NATS/1\.0\r\n{H_TYPE}: (.*)\r\n{H_SRC}: (.*)\r\n{H_ID}: (.*)\r\n"
+    rf"{H_TS}: ([0-9]{{1,19}})\r\n(?:{H_SID}: (.*)\r\n)?(?:{H_VEC}: (.*)\r\n)?\r\n"
 )
 _HDR_START = b"NATS/1.0\r\n"
 
@@ -269,7 +271,7 @@ def decode(
     validator = model.__pydantic_validator__
     try:
         if vec_spec:
-            result = validator.validate_python(_decode_with_vectors(model, data, vec_spec, subject))
+            result = _decode_with_vectors(model, data, vec_spec, subject)
         elif data[:1] == b"{" or _first_byte(data) == b"{":
             result = validator.validate_json(data)
         elif model.PLAIN_TEXT_FIELD:
@@ -322,7 +324,9 @@ def format_validation_error(exc: ValidationError, data: bytes = b"") -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-_VecSpec = tuple[tuple[tuple[str, "np.dtype[Any]", int], ...], int]
+# A parsed `Bb-Vec` header: the vectors (name, dtype, length), their total bytes, and the validator
+# of the JSON in front of them (None where that spec takes the dict path, see `_head_validator`).
+_VecSpec = tuple[tuple[tuple[str, "np.dtype[Any]", int], ...], int, SchemaValidator | None]
 _spec_cache: dict[tuple[type[Message], str], _VecSpec] = {}
 
 
@@ -333,41 +337,126 @@ def _vector_spec(model: type[Message], spec: str, subject: str) -> _VecSpec:
     if parsed is not None:
         return parsed
     fields = []
+    named: set[str] = set()
     total = 0
     try:
         for item in spec.split(","):
             name, dtype_name, length = item.split(":")
             dtype, n = _DTYPES[dtype_name], int(length)
-            if name not in model.VECTOR_FIELDS or not 0 < n <= 65536:
+            if name not in model.VECTOR_FIELDS or name in named or not 0 < n <= 65536:
                 raise ValueError(name)
             fields.append((name, dtype, n))
+            named.add(name)
             total += dtype.itemsize * n
     except (ValueError, KeyError):
         raise DecodeError(f"header {H_VEC} {spec!r} is malformed", subject=subject) from None
-    parsed = (tuple(fields), total)
+    head = _head_validator(model)
+    # That validator lets required vectors be absent: fit only for a spec that brings them all.
+    parsed = (tuple(fields), total, head[0] if head is not None and head[1] <= named else None)
     if len(_spec_cache) < 1024:
         _spec_cache[key] = parsed
     return parsed
 
 
-def _decode_with_vectors(model: type[Message], data: bytes, spec: str, subject: str) -> dict[str, Any]:
-    fields, total = _vector_spec(model, spec, subject)
-    if total > len(data):
+_head_validators: dict[type[Message], tuple[SchemaValidator, frozenset[str]] | None] = {}
+
+
+def _head_validator(model: type[Message]) -> tuple[SchemaValidator, frozenset[str]] | None:
+    """The validator of the JSON in front of a model's vector bytes, and the names of the vector
+    fields it lets be absent although the model requires them; None where the model takes the dict
+    path.
+
+    Validating that JSON with one `validate_json`, then each vector with the `Vector` validator, is
+    about twice as fast as building a dict for `validate_python`. It is the same validation only
+    where each vector field is checked by `_to_vector` alone and nothing looks at the fields together
+    (a model validator, a custom `__init__`, `model_post_init`): any other model gets None. Where
+    every vector field is optional, that validator is the model's own; otherwise it is the model's
+    schema with a default of None for each required vector field, which the codec replaces with the
+    vector from the body before anyone sees the model.
+    """
+    if model in _head_validators:
+        return _head_validators[model]
+    schema: Any = model.__pydantic_core_schema__
+    head = None
+    if (schema["type"] == "model" and schema["schema"]["type"] == "model-fields"
+            and not schema.get("custom_init") and not schema.get("post_init")):
+        fields = dict(schema["schema"]["fields"])
+        required = set()
+        for name in model.VECTOR_FIELDS:
+            field = fields[name]
+            inner = field["schema"]
+            optional = inner["type"] == "default"
+            if optional:
+                inner = inner["schema"]
+            if inner["type"] == "nullable":
+                inner = inner["schema"]
+            if inner["type"] != "function-plain" or inner["function"]["function"] is not _to_vector:
+                break
+            if not optional:
+                required.add(name)
+                fields[name] = {**field, "schema": {"type": "default", "schema": field["schema"], "default": None}}
+        else:
+            # (A plugin may wrap the model's validator; the wrapper validates the same way.)
+            validator = cast(SchemaValidator, model.__pydantic_validator__)
+            if required:
+                validator = _unshared_validator(model, {**schema, "schema": {**schema["schema"], "fields": fields}})
+            head = (validator, frozenset(required))
+    _head_validators[model] = head
+    return head
+
+
+def _unshared_validator(model: type[Message], schema: Any) -> SchemaValidator:
+    """A validator of a changed schema of `model`. pydantic-core builds any schema that names a
+    finished model class with that class's own validator (its "prebuilt" one), which would drop the
+    changes; it does so only for a class marked complete, so the mark is lifted meanwhile."""
+    complete = model.__pydantic_complete__
+    model.__pydantic_complete__ = False
+    try:
+        return SchemaValidator(schema)
+    finally:
+        model.__pydantic_complete__ = complete
+
+
+def _decode_with_vectors(model: type[M], data: bytes, spec: str, subject: str) -> M:
+    """A body of JSON and vector bytes: validated in two steps where the model allows (see
+    `_head_validator`), else as one dict. Any failure is reported by the dict path, so a message
+    reads the same whichever path it took."""
+    fields, total, head = _spec_cache.get((model, spec)) or _vector_spec(model, spec, subject)
+    start = len(data) - total
+    if start < 0:
         raise DecodeError(f"body of {len(data)} bytes is shorter than {H_VEC} needs ({total})",
                           subject=subject)
-    offset = len(data) - total
+    if head is not None:
+        try:
+            result: M = head.validate_json(data[:start])
+            values, given = result.__dict__, result.__pydantic_fields_set__
+            offset = start
+            for name, dtype, n in fields:
+                if name in given:  # also in the JSON: the dict path says so
+                    break
+                # A writable float32 copy: torch and in-place maths must never see a read-only buffer.
+                arr = np.frombuffer(data, dtype, n, offset)
+                values[name] = _to_vector(arr.copy() if dtype is _F32 else arr.astype(_F32))
+                given.add(name)
+                offset += dtype.itemsize * n
+            else:
+                return result
+        except (ValidationError, ValueError):
+            pass
     try:
-        obj = orjson.loads(data[:offset])
+        obj = orjson.loads(data[:start])
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"body is not valid JSON ({exc})", subject=subject) from None
     if type(obj) is not dict:
         raise DecodeError("body must be a JSON object", subject=subject)
+    offset = start
     for name, dtype, n in fields:
-        # A writable float32 copy: torch and in-place maths must never see a read-only buffer.
+        if name in obj:
+            raise DecodeError(f"field {name!r} is both in the JSON and in the {H_VEC} header", subject=subject)
         arr = np.frombuffer(data, dtype, n, offset)
-        obj[name] = arr.copy() if dtype is _F32 else arr.astype(np.float32)
+        obj[name] = arr.copy() if dtype is _F32 else arr.astype(_F32)
         offset += dtype.itemsize * n
-    return obj
+    return model.__pydantic_validator__.validate_python(obj)  # type: ignore[no-any-return]
 
 
 def _timestamp(text: str, subject: str) -> float:

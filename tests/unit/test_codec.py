@@ -6,11 +6,14 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import numpy as np
 import orjson
 import pytest
+from pydantic import AfterValidator, model_validator
 
+from bus import codec
 from bus.codec import (
     H_ID,
     H_SID,
@@ -50,6 +53,7 @@ from bus.models import (
     Reward,
     SysError,
     TextStimulus,
+    Vector,
     VectorStimulus,
     model_for_subject,
     model_for_type,
@@ -396,6 +400,128 @@ def test_json_vectors_of_floats_convert_like_any_array() -> None:
     # Just above float32's largest number, yet rounding to it: accepted, as numpy's cast does.
     out = decode(VectorStimulus, b'{"vector": [3.4028235e38, 1.0]}', None, SUBJ)[0].vector
     assert out[0] == np.finfo(np.float32).max
+
+
+@pytest.mark.parametrize("head", [b'{"vector": [1.0, 2.0]}', b'{"vector": "x"}', b'{"vector": null}'])
+def test_vector_both_in_the_json_and_in_the_bytes(head: bytes) -> None:
+    body = head + vec(4).tobytes()
+    assert reason_of(VectorStimulus, body, {H_VEC: "vector:f32:4"}) == (
+        "field 'vector' is both in the JSON and in the Bb-Vec header")
+    body = b'{"region": "r", "kind": "k", ' + head[1:] + vec(4).tobytes()
+    assert reason_of(RegionOutput, body, {H_VEC: "vector:f32:4"}) == (
+        "field 'vector' is both in the JSON and in the Bb-Vec header")
+
+
+def test_a_vector_named_twice_in_the_header() -> None:
+    body = b"{}" + vec(8).tobytes()
+    spec = "vector:f32:4,vector:f32:4"
+    assert reason_of(VectorStimulus, body, {H_VEC: spec}) == f"header Bb-Vec {spec!r} is malformed"
+
+
+REQUIRED_VECTOR = [VectorStimulus, Bid, Broadcast, MemStore, MemRecall, MemReplay]
+
+
+@pytest.mark.parametrize("cls", [*REQUIRED_VECTOR, RegionOutput], ids=lambda c: c.__name__)
+def test_binary_vectors_decode_as_the_model_validates_them(cls: type[Message]) -> None:
+    """Our JSON-then-bytes bodies are validated in two steps (the JSON, then each vector): the same
+    model, the same set fields, as the model's own validator gives for the whole as a dict."""
+    original = EXAMPLES[cls]()
+    (name,) = cls.VECTOR_FIELDS
+    body, block = encode_wire(original, source="tester")
+    decoded = decode(cls, body, block, SUBJ)[0]
+    head = body[: -getattr(original, name).nbytes]
+    whole = cls.model_validate({**orjson.loads(head), name: getattr(original, name)})
+    assert_same(whole, decoded)
+    assert decoded.model_fields_set == whole.model_fields_set
+    # The model itself is untouched: its own validator still requires the vector.
+    assert cls.__pydantic_complete__
+    if cls is not RegionOutput:
+        assert reason_of(cls, head) == f"field {name!r} is missing"
+        assert reason_of(cls, head, {H_TYPE: cls.TAG}) == f"field {name!r} is missing"
+
+
+@pytest.mark.parametrize("cls", REQUIRED_VECTOR, ids=lambda c: c.__name__)
+def test_json_in_front_of_vector_bytes_is_validated_on_its_own(cls: type[Message]) -> None:
+    """The quick path is there for every model with vectors (pydantic-core could quietly hand back
+    the model's own validator, which requires the vector, and every message would take the slow one)."""
+    head = codec._head_validator(cls)
+    assert head is not None and head[0] is not cls.__pydantic_validator__
+    assert head[1] == set(cls.VECTOR_FIELDS)
+    body, _ = encode_wire(EXAMPLES[cls](), source="x")
+    (name,) = cls.VECTOR_FIELDS
+    assert getattr(head[0].validate_json(body[: -getattr(EXAMPLES[cls](), name).nbytes]), name) is None
+    assert codec._head_validator(RegionOutput) == (RegionOutput.__pydantic_validator__, frozenset())
+    assert codec._head_validator(_Checked) is None and codec._head_validator(_Paired) is None
+
+
+def test_optional_vector_absent_or_present() -> None:
+    for vector in (None, vec(384)):
+        original = RegionOutput(region="cortex", kind="embedding", vector=vector)
+        body, block = encode_wire(original, source="tester")
+        assert (b"Bb-Vec" in block) == (vector is not None)
+        decoded = decode(RegionOutput, body, block, SUBJ)[0]
+        assert_same(original, decoded)
+        assert decoded.model_fields_set == {"region", "kind", "stimulus_id", "vector", "data"}
+
+
+def test_f16_vectors_from_a_header_block() -> None:
+    v = np.array([0.5, -2.0, 1024.0, 65504.0], dtype="<f2")
+    block = block_of(f"{H_TYPE}: {MemStore.TAG}", f"{H_SRC}: x", f"{H_ID}: 1", f"{H_TS}: 1",
+                     f"{H_VEC}: key:f16:4")
+    msg = decode(MemStore, b'{"salience": 2}' + v.tobytes(), block, SUBJ)[0]
+    assert msg.key.dtype == np.float32 and msg.key.flags.writeable and msg.salience == 2.0
+    np.testing.assert_array_equal(msg.key, v.astype(np.float32))
+    assert msg.model_fields_set == {"key", "salience"}
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    (b'{"salience": 99}', "field 'salience': Input should be less than or equal to 10 (got 99)"),
+    (b'{"salience": 1, "junk": 1}', "field 'junk' is not expected"),
+    (b'{"salience": 1', "body is not valid JSON ("),
+    (b"[1]", "body must be a JSON object"),
+])
+def test_bad_json_in_front_of_vector_bytes(head: bytes, expected: str) -> None:
+    body, block = encode_wire(MemStore(key=vec(4)), source="x")
+    assert reason_of(MemStore, head + body[-16:], block).startswith(expected)
+
+
+def _unit_norm(v: np.ndarray) -> np.ndarray:
+    if abs(float(np.linalg.norm(v)) - 1.0) > 1e-3:
+        raise ValueError("must have unit length")
+    return v
+
+
+class _Checked(Message):
+    """A model whose vector has a check of its own (not registered: a test double)."""
+
+    TAG: ClassVar[str] = "checked/1"
+    VECTOR_FIELDS: ClassVar[tuple[str, ...]] = ("v",)
+    v: Annotated[Vector, AfterValidator(_unit_norm)]
+    n: int = 0
+
+
+class _Paired(Message):
+    """A model that looks at its fields together (not registered)."""
+
+    TAG: ClassVar[str] = "paired/1"
+    VECTOR_FIELDS: ClassVar[tuple[str, ...]] = ("v",)
+    v: Vector
+    n: int
+
+    @model_validator(mode="after")
+    def _length_matches(self) -> _Paired:
+        if self.v.size != self.n:
+            raise ValueError("n must be the vector's length")
+        return self
+
+
+def test_models_with_more_checks_keep_them_on_binary_vectors() -> None:
+    unit = np.array([0.6, 0.8], dtype=np.float32)
+    assert decode(_Checked, b'{"n": 1}' + unit.tobytes(), {H_VEC: "v:f32:2"}, SUBJ)[0].n == 1
+    assert reason_of(_Checked, b"{}" + (unit * 2).tobytes(), {H_VEC: "v:f32:2"}).startswith(
+        "field 'v': must have unit length")
+    assert decode(_Paired, b'{"n": 2}' + unit.tobytes(), {H_VEC: "v:f32:2"}, SUBJ)[0].n == 2
+    assert "n must be the vector's length" in reason_of(_Paired, b'{"n": 3}' + unit.tobytes(), {H_VEC: "v:f32:2"})
 
 
 # ---------------------------------------------------------------- header blocks (the direct path)
