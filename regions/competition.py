@@ -176,7 +176,7 @@ class _Trace:
 
 
 def _unit(v: NDArray[np.float32]) -> NDArray[np.float32] | None:
-    norm = float(np.linalg.norm(v))
+    norm = math.sqrt(float(v @ v))
     return v / norm if norm > 0 else None
 
 
@@ -386,8 +386,8 @@ class Workspace:
         elif ignited:
             self.ignitions += 1
             self.last_ignition_at = now
-            for o in winners:
-                trace = _Trace(now, self.cycle, _unit(o.bid.content), o.bid.stimulus_id, o.bid.source, o.bid.kind)
+            for o, (unit, *_) in zip(winners, won_units, strict=True):
+                trace = _Trace(now, self.cycle, unit, o.bid.stimulus_id, o.bid.source, o.bid.kind)
                 self._recent.append(trace)
                 self._recent_by_stimulus.setdefault(trace.stimulus_id, deque()).append(trace)
             reasons.append(

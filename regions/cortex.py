@@ -24,6 +24,7 @@ features of what was experienced before a new task are not simply overwritten by
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import numpy as np
@@ -140,7 +141,7 @@ class Cortex(Modulated):
         """The percept minus most of the running mean, unit length; the mean then follows `x`."""
         o = self.options
         content = x - o.centering * self.mean
-        norm = float(np.linalg.norm(content))
+        norm = math.sqrt(float(content @ content))
         self.mean += o.adaptation_rate * (x - self.mean)
         return content / norm if norm > 1e-6 else x
 

@@ -94,6 +94,7 @@ class OjaFeatureMap:
         self.rule: HebbianRule = rule
         self.usage_decay = float(usage_decay)
         self.device = torch.device(device)
+        self._on_cpu = self.device.type == "cpu"
         self._gen = torch.Generator(device="cpu")
         self._gen.manual_seed(seed)
         self.weight = self._random_rows(n_features)
@@ -256,7 +257,7 @@ class OjaFeatureMap:
         """
         if not math.isfinite(lr_scale) or lr_scale < 0:
             raise ValueError(f"lr_scale must be a finite number >= 0, got {lr_scale}")
-        if self.device.type != "cpu":
+        if not self._on_cpu:
             return self.learn(x, lr_scale)
         x = np.asarray(x, dtype=np.float32).reshape(-1)
         if x.shape[0] != self.in_dim:
@@ -484,6 +485,10 @@ class Habituation:
         self._protos: NDArray[np.float32] | None = None
         self._levels = np.zeros(max_prototypes, dtype=np.float64)
         self._last = np.zeros(max_prototypes, dtype=np.float64)
+        # log(level) + last / tau: every level recovers by the same factor over time, so the order
+        # of the recovered levels never changes, and the one to forget is this one's minimum
+        # (no exponential of every level for each novel stimulus).
+        self._forget_order = np.zeros(max_prototypes, dtype=np.float64)
         self._n = 0
         self._keys: OrderedDict[str, _Trace] = OrderedDict()
 
@@ -515,7 +520,7 @@ class Habituation:
         """
         t = time.monotonic() if now is None else now
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
-        norm = float(np.linalg.norm(v))
+        norm = math.sqrt(float(v @ v))
         if not math.isfinite(norm) or norm == 0.0:
             raise ValueError("habituation needs a finite, non-zero vector")
         u = v / norm
@@ -529,9 +534,10 @@ class Habituation:
                 g = self._expose(trace, t, record)
                 if record:
                     self._levels[best], self._last[best] = trace.level, trace.last
+                    self._forget_order[best] = self._order_key(trace.level, trace.last)
                     if self.prototype_lr > 0:
                         moved = (1.0 - self.prototype_lr) * self._protos[best] + self.prototype_lr * u
-                        self._protos[best] = moved / max(float(np.linalg.norm(moved)), 1e-12)
+                        self._protos[best] = moved / max(math.sqrt(float(moved @ moved)), 1e-12)
                 return g
         if record:
             self._add_prototype(u, t)
@@ -546,13 +552,16 @@ class Habituation:
         else:
             # Forget the most recovered prototype (lowest level now), the least recently seen
             # among equals, then the first.
-            dt = np.maximum(0.0, now - self._last)
-            recovered = self._levels * np.exp(-dt / self.recovery_tau_s)
-            tied = np.flatnonzero(recovered == recovered.min())
+            order = self._forget_order
+            tied = np.flatnonzero(order == order.min())
             slot = int(tied[0] if tied.size == 1 else tied[np.argmin(self._last[tied])])
         self._protos[slot] = u
         self._levels[slot] = self.rate
         self._last[slot] = now
+        self._forget_order[slot] = self._order_key(self.rate, now)
+
+    def _order_key(self, level: float, last: float) -> float:
+        return math.log(level) + last / self.recovery_tau_s if level > 0 else -math.inf
 
     def gain_key(self, key: str, now: float | None = None, record: bool = True) -> float:
         """Gain for a keyed stimulus (e.g. a content hash), then count this exposure.

@@ -41,10 +41,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 ContextLike = torch.Tensor | np.ndarray[Any, Any] | Sequence[float]
 
 _EPS = 1e-8
+_EXP_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,9 @@ class ActorCritic:
         self.actor_decay = actor_decay
         self._gen = torch.Generator(device="cpu")
         self._gen.manual_seed(seed)
+        # Exp(1) draws for sampling, taken from the generator a block at a time (one torch call
+        # per choice cost more than the rest of the choice); the unused ones are part of the state.
+        self._exp_pool = np.empty(0, dtype=np.float32)
         self._actions: list[str] = []
         self._w = torch.zeros(dim)
         self._e_w = torch.zeros(dim)
@@ -237,8 +242,7 @@ class ActorCritic:
         else:
             # What torch.multinomial does for one sample (argmax of p / q, q ~ Exp(1) drawn from
             # the same generator: the same choices for a seed), without its checks and overhead.
-            q = torch.empty(len(probs)).exponential_(1.0, generator=self._gen).numpy()
-            idx = int(np.argmax(probs / q))
+            idx = int(np.argmax(probs / self._exponentials(len(probs))))
         inv_norm = np.float32(1.0 / max(float(sn @ sn), _EPS))
         lam = np.float32(self.trace_decay)
         e_w, e_W = self._e_w.numpy(), self._e_W.numpy()
@@ -254,6 +258,13 @@ class ActorCritic:
             value=float(self._w.numpy() @ sn),
             index=idx,
         )
+
+    def _exponentials(self, n: int) -> NDArray[np.float32]:
+        """`n` Exp(1) draws from the seeded generator (the next ones of its current block)."""
+        if self._exp_pool.size < n:
+            self._exp_pool = torch.empty(max(n, _EXP_BLOCK)).exponential_(1.0, generator=self._gen).numpy()
+        q, self._exp_pool = self._exp_pool[:n], self._exp_pool[n:]
+        return q
 
     # -- learning ------------------------------------------------------------------------------
 
@@ -337,6 +348,7 @@ class ActorCritic:
             "choices": self.choices,
             "updates": self.updates,
             "rng": base64.b64encode(self._gen.get_state().numpy().tobytes()).decode("ascii"),
+            "exp_pool": base64.b64encode(self._exp_pool.astype("<f4").tobytes()).decode("ascii"),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -364,3 +376,4 @@ class ActorCritic:
         self.updates = int(state.get("updates", 0))
         rng = np.frombuffer(base64.b64decode(state["rng"]), dtype=np.uint8).copy()
         self._gen.set_state(torch.from_numpy(rng))
+        self._exp_pool = np.frombuffer(base64.b64decode(state.get("exp_pool", "")), dtype="<f4").astype(np.float32)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import time
 from collections import deque
@@ -176,7 +177,7 @@ class Thalamus(Actor):
     async def sensed(self, msg: VectorStimulus, meta: Meta) -> None:
         if msg.vector.size != self.options.dim:
             raise BadInput(f"vector has {msg.vector.size} dimensions; this brain expects {self.options.dim}")
-        norm = float(np.linalg.norm(msg.vector))
+        norm = math.sqrt(float(msg.vector @ msg.vector))
         if norm == 0.0:
             raise BadInput("vector is all zeros: it has no direction to perceive")
         sid = self._stimulus_id(msg.id)

@@ -90,11 +90,11 @@ class WorkingMemory:
         # In numpy on views of the torch state: one update per broadcast on small vectors,
         # where torch's per-operation overhead would be most of the cost.
         xn = as_vector(content, self.dim).numpy()
-        n = float(np.linalg.norm(xn))
+        n = math.sqrt(float(xn @ xn))
         xn = xn / n if n > _EPS else np.zeros_like(xn)
         g = self.gate(min(1.0, max(0.0, float(salience))))
         h = np.float32((1.0 - g) * self.leak) * self._h.numpy() + np.float32(g) * xn
-        n = float(np.linalg.norm(h))
+        n = math.sqrt(float(h @ h))
         self._h = torch.from_numpy(h / n if n > _EPS else np.zeros_like(h))
         x = torch.from_numpy(xn)
         if is_percept:

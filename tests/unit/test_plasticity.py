@@ -236,3 +236,22 @@ def test_habituation_by_key_and_bounded_memory() -> None:
     assert len(h) == 3  # oldest/most recovered prototypes were forgotten
     h.reset()
     assert len(h) == 0 and h.gain_key("stim-a", now=0.0) == 1.0
+
+
+def test_habituation_forgets_the_most_recovered_prototype() -> None:
+    rng = np.random.default_rng(11)
+    basis = np.linalg.qr(rng.standard_normal((32, 32)))[0].astype(np.float32)
+    hab = Habituation(rate=0.3, recovery_tau_s=5.0, max_prototypes=6, match_threshold=0.9, prototype_lr=0.0)
+    now = 0.0
+    for _ in range(40):  # six stimuli, each exposed a different number of times at different moments
+        now += float(rng.uniform(0.1, 2.0))
+        hab.gain(basis[int(rng.integers(6))], now=now)
+    assert len(hab) == 6
+    now += 1.0
+    recovered = [hab.gain(basis[i], now=now, record=False) for i in range(6)]  # gain = 1 - level
+    most_recovered = int(np.argmax(recovered))
+    hab.gain(basis[6], now=now)  # a seventh stimulus takes the most recovered one's place
+    after = [hab.gain(basis[i], now=now, record=False) for i in range(6)]
+    assert after[most_recovered] == 1.0  # forgotten: new again
+    assert [a for i, a in enumerate(after) if i != most_recovered] == pytest.approx(
+        [r for i, r in enumerate(recovered) if i != most_recovered])
