@@ -61,6 +61,7 @@ M = TypeVar("M", bound=Message)
 # Message ids: a per-process prefix and a counter — unique, ordered, and far cheaper than uuid4.
 _ID_PREFIX = f"{os.getpid():x}{int(time.time() * 1000) & 0xFFFFFF:x}-"
 _ids = itertools.count(1)
+_time_ns = time.time_ns
 
 
 @dataclass(slots=True)
@@ -104,9 +105,8 @@ def encode_wire(model: Message, *, source: str, stimulus_id: str | None = None) 
     cls = type(model)
     head = _heads.get((cls, source)) or _head(cls, source)
     body, vec_line = _body(model)
-    block = _BLOCK % (head, next(_ids), time.time_ns() // 1000,
-                      _sid_line(stimulus_id) if stimulus_id else b"", vec_line)
-    return body, block
+    sid_line = (_sid_lines.get(stimulus_id) or _sid_line(stimulus_id)) if stimulus_id else b""
+    return body, _BLOCK % (head, next(_ids), _time_ns() // 1000, sid_line, vec_line)
 
 
 # The fixed start of a header block per (message type, source), ending where the id's counter goes.
@@ -149,8 +149,12 @@ def _body(model: Message) -> tuple[bytes, bytes]:
         arr = getattr(model, name)
         if arr is None:
             return serializer.to_json(model), b""
-        raw, spec = _vector_bytes(name, arr)
-        return serializer.to_json(model, exclude={name}) + raw, _vec_line(spec)
+        if arr.dtype is _F32:  # what the `Vector` validator makes: the bytes as they are
+            raw, spec = arr.tobytes(), (name, "f32", arr.size)
+        else:
+            raw, spec = _vector_bytes(name, arr)
+        return (serializer.to_json(model, exclude=_EXCLUDE.get(name) or _exclude(name)) + raw,
+                _vec_lines.get(spec) or _vec_line(spec))
     vectors = [(n, a) for n in names if (a := getattr(model, n)) is not None]
     if not vectors:
         return serializer.to_json(model), b""
@@ -161,6 +165,14 @@ def _body(model: Message) -> tuple[bytes, bytes]:
         parts.append(raw)
         specs.append(":".join(map(str, spec)))
     return b"".join(parts), _vec_line(",".join(specs))
+
+
+# `exclude` arguments of one vector field, made once (field names are few).
+_EXCLUDE: dict[str, set[str]] = {}
+
+
+def _exclude(name: str) -> set[str]:
+    return _EXCLUDE.setdefault(name, {name})
 
 
 def _vector_bytes(name: str, arr: np.ndarray) -> tuple[bytes, tuple[str, str, int]]:
