@@ -54,7 +54,7 @@ async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[s
     """
     names = select_actors(config, only, group)  # a bad --only fails before anything is created
     torch.set_num_threads(config.torch_threads)
-    threadpool_limits(config.torch_threads, user_api="blas")  # numpy's BLAS (see BrainConfig.torch_threads)
+    threadpool_limits(1, user_api="blas")  # numpy's BLAS (see BrainConfig.torch_threads)
     data_dir = Path(config.data_dir)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     server: EmbeddedServer | None = None

@@ -106,10 +106,10 @@ class BrainConfig(_Strict):
     namespace: Token = "brain"
     data_dir: str = ".brainbus"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    #: torch intra-op threads, and numpy's BLAS threads, per brain process. The per-message tensors
-    #: are small: one thread is fastest, and several threads per process fight each other (and
-    #: other processes) for cores; waking BLAS worker threads for one small matrix product costs
-    #: more than the product.
+    #: torch intra-op threads per brain process. The per-message tensors are small: one thread is
+    #: fastest, and several threads per process fight each other (and other processes) for cores.
+    #: (numpy's BLAS always runs one thread in a brain: waking its workers for one small matrix
+    #: product costs more than the product.)
     torch_threads: Annotated[int, Field(ge=1, le=256)] = 1
     seed: int = 0
     #: Fixed seeds and one input in flight at a time, so a replayed session gives the same
