@@ -373,35 +373,47 @@ _Request = tuple[str, "asyncio.Future[NDArray[np.float32]]"]
 class MicroBatcher:
     """Coalesces concurrent ``await encode(text)`` calls into encoder batches.
 
-    A background task waits for the first request, then keeps collecting until ``max_batch``
-    requests are pending or ``max_wait_s`` has passed, and runs the encoder on a dedicated
-    single-thread executor (the event loop never blocks; the encoder is never called from two
-    threads at once, which torch models and the hashing cache rely on). While a batch is in the
-    encoder, new requests pile up, so batches grow by themselves under load. Each waiter gets its
-    own row (a copy, so one result does not pin the whole batch in memory). An encoder exception is
-    set on every future of that batch. Callers cancelled while waiting are skipped.
+    A background task waits for the first request and for a free encoder, then keeps collecting
+    until ``max_batch`` requests are pending or ``max_wait_s`` has passed, and hands the batch to
+    that encoder on its own single-thread executor (the event loop never blocks; no encoder is
+    ever called from two threads at once, which torch models, Hugging Face tokenizers and the
+    hashing cache rely on). With several encoders (copies of one model), several batches are
+    encoded at once, one per thread: on a CPU that uses the cores better than one batch over
+    several torch threads (each torch op then runs on one thread, with no threads waiting for
+    each other). While every encoder is busy, new requests pile up, so batches grow by
+    themselves under load. Each waiter gets its own row (a copy, so one result does not pin the
+    whole batch in memory). An encoder exception is set on every future of that batch. Callers
+    cancelled while waiting are skipped.
 
     The background task starts lazily on the first call, inside the running loop.
 
     Args:
-        encoder: The encoder to drive.
+        encoders: The encoder to drive, or several interchangeable ones (one worker each).
         max_batch: Maximum texts per encoder call.
         max_wait_s: How long the first request of a batch may wait for company.
     """
 
-    def __init__(self, encoder: Encoder, max_batch: int = 64, max_wait_s: float = 0.002) -> None:
+    def __init__(self, encoders: Encoder | Sequence[Encoder], max_batch: int = 64,
+                 max_wait_s: float = 0.002) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
-        self.encoder = encoder
+        self.encoders: list[Encoder] = list(encoders) if isinstance(encoders, Sequence) else [encoders]
+        if not self.encoders:
+            raise ValueError("MicroBatcher needs at least one encoder")
+        if len({e.dim for e in self.encoders}) != 1:
+            raise ValueError("the encoders of one MicroBatcher must have the same dim")
+        self.encoder = self.encoders[0]
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._pending: list[_Request] = []
         self._has_work: asyncio.Event | None = None
         self._full: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._free: asyncio.Queue[int] | None = None  # indexes of the encoders not busy
+        self._executors: list[ThreadPoolExecutor] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._closed = False
         self._batches = 0
         self._items = 0
@@ -431,7 +443,10 @@ class MicroBatcher:
             return
         self._has_work = asyncio.Event()
         self._full = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._free = asyncio.Queue()
+        for i in range(len(self.encoders)):
+            self._executors.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encoder-{i}"))
+            self._free.put_nowait(i)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
     async def encode(self, text: str) -> NDArray[np.float32]:
@@ -461,10 +476,10 @@ class MicroBatcher:
         return await fut
 
     async def _run(self) -> None:
-        assert self._has_work is not None and self._full is not None
-        loop = asyncio.get_running_loop()
+        assert self._has_work is not None and self._full is not None and self._free is not None
         while True:
             await self._has_work.wait()
+            worker = await self._free.get()  # the batch keeps growing while every encoder is busy
             if len(self._pending) < self.max_batch and self.max_wait_s > 0:
                 self._full.clear()
                 try:
@@ -479,33 +494,42 @@ class MicroBatcher:
             # Waiters cancelled while queued need no encoding.
             batch = [(t, f) for t, f in batch if not f.done()]
             if not batch:
+                self._free.put_nowait(worker)
                 continue
-            texts = [t for t, _ in batch]
-            start = time.perf_counter()
-            try:
-                out = await loop.run_in_executor(self._executor, self.encoder.encode, texts)
-                if out.shape[0] != len(texts):
-                    raise RuntimeError(f"encoder returned {out.shape[0]} rows for {len(texts)} texts")
-            except Exception as exc:
-                self._errors += 1
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-            except BaseException:
-                # Cancelled (close()) mid-batch: the waiters must not hang; then re-raise.
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(BatcherClosedError("micro-batcher closed during encoding"))
-                raise
-            else:
-                for i, (_, fut) in enumerate(batch):
-                    if not fut.done():
-                        fut.set_result(np.array(out[i], dtype=np.float32, copy=True))
-            finally:
-                self._batches += 1
-                self._items += len(batch)
-                self._max_seen = max(self._max_seen, len(batch))
-                self._encode_seconds += time.perf_counter() - start
+            task = asyncio.get_running_loop().create_task(self._encode(worker, batch), name=f"encode-{worker}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _encode(self, worker: int, batch: list[_Request]) -> None:
+        assert self._free is not None
+        texts = [t for t, _ in batch]
+        start = time.perf_counter()
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(
+                self._executors[worker], self.encoders[worker].encode, texts)
+            if out.shape[0] != len(texts):
+                raise RuntimeError(f"encoder returned {out.shape[0]} rows for {len(texts)} texts")
+        except Exception as exc:
+            self._errors += 1
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+        except BaseException:
+            # Cancelled (close()) mid-batch: the waiters must not hang; then re-raise.
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(BatcherClosedError("micro-batcher closed during encoding"))
+            raise
+        else:
+            for i, (_, fut) in enumerate(batch):
+                if not fut.done():
+                    fut.set_result(np.array(out[i], dtype=np.float32, copy=True))
+        finally:
+            self._batches += 1
+            self._items += len(batch)
+            self._max_seen = max(self._max_seen, len(batch))
+            self._encode_seconds += time.perf_counter() - start
+            self._free.put_nowait(worker)
 
     async def close(self) -> None:
         """Stop the batcher; pending waiters get :class:`BatcherClosedError`. Idempotent."""
@@ -513,11 +537,13 @@ class MicroBatcher:
             return
         self._closed = True
         task, self._task = self._task, None
+        tasks = [t for t in (task, *self._in_flight) if t is not None]
         try:
-            if task is not None:
-                task.cancel()
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
                 try:
-                    await task
+                    await t
                 except asyncio.CancelledError:
                     # The task's own cancellation is expected; if *we* are being cancelled, re-raise.
                     current = asyncio.current_task()
@@ -528,6 +554,6 @@ class MicroBatcher:
             for _, fut in pending:
                 if not fut.done():
                     fut.set_exception(BatcherClosedError("micro-batcher closed"))
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
+            for executor in self._executors:
+                executor.shutdown(wait=False, cancel_futures=True)
+            self._executors.clear()

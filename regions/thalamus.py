@@ -48,6 +48,10 @@ class ThalamusOptions(BaseModel):
     device: Literal["cpu", "cuda", "auto"] | None = None
     #: Stimuli encoded at once by MiniLM (the batch grows while the previous one runs).
     max_batch: Annotated[int, Field(ge=1, le=1024)] = 64
+    #: Copies of the MiniLM model that encode batches at the same time, each on a thread of its
+    #: own: with torch on one thread per op (`torch_threads`), this is how the encoder uses
+    #: several cores. Each copy holds about 90 MB.
+    encoder_workers: Annotated[int, Field(ge=1, le=16)] = 2
     #: Texts kept while the MiniLM encoder is still loading (several seconds after start); past
     #: this many the oldest is dropped, counted and reported. They are encoded once it is ready.
     loading_buffer: Annotated[int, Field(ge=0, le=100_000)] = 1024
@@ -77,9 +81,10 @@ class Thalamus(Actor):
             # Loading takes 6-25 s: it runs in the background, so the thalamus subscribes and
             # heartbeats at once (and vectors pass) while texts wait in `loading`.
             self.loading = deque()
-            self._spawn(self._load_encoder(self.language_encoder()), f"{self.name}.load_encoder", critical=True)
+            encoders = [self.language_encoder() for _ in range(o.encoder_workers)]
+            self._spawn(self._load_encoders(encoders), f"{self.name}.load_encoder", critical=True)
             # Handlers wait for their batch concurrently; otherwise each batch would hold one text.
-            self.concurrency = o.max_batch
+            self.concurrency = o.max_batch * o.encoder_workers
         self.hashing = HashingEncoder(dim=o.dim, seed=o.seed)
         self.habituation = Habituation(rate=o.habituation_rate, recovery_tau_s=o.habituation_recovery_s)
         self._ids = itertools.count(1)
@@ -99,18 +104,18 @@ class Thalamus(Actor):
         """The (slow to load) language encoder of `encoder: minilm`; tests put a double here."""
         return MiniLMEncoder(device=self.options.device or self.device)
 
-    async def _load_encoder(self, encoder: Encoder) -> None:
-        load = getattr(encoder, "load", None)
+    async def _load_encoders(self, encoders: list[Encoder]) -> None:
+        loads = [load for encoder in encoders if (load := getattr(encoder, "load", None)) is not None]
         started = time.monotonic()
         try:
-            if load is not None:
-                await asyncio.to_thread(load)  # off the event loop: heartbeats go on meanwhile
+            # Off the event loop (heartbeats go on meanwhile), the copies side by side.
+            await asyncio.gather(*(asyncio.to_thread(load) for load in loads))
         except Exception as exc:
             reason = f"language encoder failed to load: {type(exc).__name__}: {exc}"
             self.log.error("thalamus.encoder_failed", error=reason)
             await self.report(self.out_subject, reason, kind="crash")
             raise  # a critical task: the actor crashes and its supervisor restarts it
-        self.batcher = MicroBatcher(encoder, max_batch=self.options.max_batch)
+        self.batcher = MicroBatcher(encoders, max_batch=self.options.max_batch)
         waiting = self.loading
         self.log.info("thalamus.encoder_ready", load_s=round(time.monotonic() - started, 2),
                       waiting=len(waiting or ()), dropped=self.dropped_while_loading)

@@ -232,7 +232,7 @@ async def test_text_sent_while_the_encoder_loads_is_kept_and_answered(bus: Bus, 
     # A hang check far shorter than the load: a loading thalamus must not count as hung.
     data["supervisor"].update(hang_timeout=0.3, heartbeat_interval=0.1)
     data["actors"]["thalamus"].update(kind=f"{__name__}:SlowLoadingThalamus")
-    data["actors"]["thalamus"]["options"].update(encoder="minilm", loading_buffer=3)
+    data["actors"]["thalamus"]["options"].update(encoder="minilm", loading_buffer=3, encoder_workers=2)
     actions, errors, beats = Recorder(), Recorder(), Recorder()
     await bus.subscribe("motor.action", actions, model=MotorAction)
     await bus.subscribe("sys.error", errors, model=SysError)
@@ -271,7 +271,7 @@ async def test_text_sent_while_the_encoder_loads_is_kept_and_answered(bus: Bus, 
         await eventually(lambda: any(a.stimulus_id == "late-1" for a, _ in actions.items), what="a later action")
         await eventually(lambda: beats.where(lambda b: b.state == "running"), what="a running heartbeat")
         assert "early-0" not in {a.stimulus_id for a, _ in actions.items}
-        assert GatedEncoder.loads == 1 and beats.items[-1][0].restarts == 0
+        assert GatedEncoder.loads == 2 and beats.items[-1][0].restarts == 0  # one per encoder worker
     finally:
         GatedEncoder.gate.set()
         sup.request_stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Sequence
 
@@ -214,3 +215,44 @@ async def test_cancelled_waiter_does_not_break_the_batch() -> None:
         assert enc.sizes == [1]  # the cancelled request was never encoded
     finally:
         await batcher.close()
+
+
+class _GatedEncoder(_CountingEncoder):
+    """Counts how many of its kind encode at once; each call waits until two run (or 1 s)."""
+
+    running = 0
+    most = 0
+    both = threading.Barrier(2)
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        with _lock:
+            _GatedEncoder.running += 1
+            _GatedEncoder.most = max(_GatedEncoder.most, _GatedEncoder.running)
+        try:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                _GatedEncoder.both.wait(timeout=1.0)
+            return super().encode(texts)
+        finally:
+            with _lock:
+                _GatedEncoder.running -= 1
+
+
+_lock = threading.Lock()
+
+
+async def test_batcher_with_several_encoders_encodes_batches_side_by_side() -> None:
+    encoders = [_GatedEncoder(), _GatedEncoder()]
+    batcher = MicroBatcher(encoders, max_batch=8, max_wait_s=0.002)
+    texts = [f"text number {i}" for i in range(40)]
+    try:
+        results = await asyncio.gather(*(batcher.encode(t) for t in texts))
+    finally:
+        await batcher.close()
+    assert _GatedEncoder.most == 2  # two batches were in the encoders at the same time
+    assert all(e.sizes for e in encoders) and sum(sum(e.sizes) for e in encoders) == 40
+    assert encoders[0].threads.isdisjoint(encoders[1].threads)  # each copy on its own thread
+    np.testing.assert_allclose(np.vstack(results), encoders[0].inner.encode(texts), atol=1e-6)
+    with pytest.raises(ValueError, match="same dim"):
+        MicroBatcher([_CountingEncoder(), _FailingEncoder()])
+    with pytest.raises(ValueError, match="at least one"):
+        MicroBatcher([])
