@@ -27,7 +27,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import orjson
 from pydantic import ValidationError
-from pydantic_core import SchemaValidator
+from pydantic_core import SchemaError, SchemaValidator
 
 from bus.errors import DecodeError
 from bus.models import Message, _to_vector, model_for_type
@@ -260,9 +260,13 @@ def decode(
         if type_tag != model.TAG:
             raise DecodeError(_wrong_type(type_tag, model), subject=subject)
         meta = Meta(subject, reply or None, type_tag, msg_id, source, int(ts) / 1e6, stimulus_id, size)
-        if vec_spec is None and data[:1] == b"{":  # our own message without vectors: the common case
+        # Our own message, with or without vectors: the common cases, straight on.
+        if vec_spec is not None or data[:1] == b"{":
             try:
-                result = model.__pydantic_validator__.validate_json(data)
+                if vec_spec is None:
+                    result = model.__pydantic_validator__.validate_json(data)
+                else:
+                    result = _decode_with_vectors(model, data, vec_spec, subject)
             except ValidationError as exc:
                 raise DecodeError(format_validation_error(exc, data), subject=subject) from None
             if stimulus_id is None and model.STIMULUS_FIELD:
@@ -388,33 +392,44 @@ def _head_validator(model: type[Message]) -> tuple[SchemaValidator, frozenset[st
     """
     if model in _head_validators:
         return _head_validators[model]
-    schema: Any = model.__pydantic_core_schema__
-    head = None
-    if (schema["type"] == "model" and schema["schema"]["type"] == "model-fields"
-            and not schema.get("custom_init") and not schema.get("post_init")):
-        fields = dict(schema["schema"]["fields"])
-        required = set()
-        for name in model.VECTOR_FIELDS:
-            field = fields[name]
-            inner = field["schema"]
-            optional = inner["type"] == "default"
-            if optional:
-                inner = inner["schema"]
-            if inner["type"] == "nullable":
-                inner = inner["schema"]
-            if inner["type"] != "function-plain" or inner["function"]["function"] is not _to_vector:
-                break
-            if not optional:
-                required.add(name)
-                fields[name] = {**field, "schema": {"type": "default", "schema": field["schema"], "default": None}}
-        else:
-            # (A plugin may wrap the model's validator; the wrapper validates the same way.)
-            validator = cast(SchemaValidator, model.__pydantic_validator__)
-            if required:
-                validator = _unshared_validator(model, {**schema, "schema": {**schema["schema"], "fields": fields}})
-            head = (validator, frozenset(required))
+    try:
+        head = _build_head_validator(model)
+    except (KeyError, TypeError, SchemaError):  # a schema laid out otherwise: the dict path serves
+        head = None
     _head_validators[model] = head
     return head
+
+
+def _build_head_validator(model: type[Message]) -> tuple[SchemaValidator, frozenset[str]] | None:
+    schema: Any = model.__pydantic_core_schema__
+    if (schema["type"] != "model" or schema["schema"]["type"] != "model-fields"
+            or schema.get("custom_init") or schema.get("post_init")):
+        return None
+    fields = dict(schema["schema"]["fields"])
+    required = set()
+    for name in model.VECTOR_FIELDS:
+        field = fields[name]
+        inner = field["schema"]
+        optional = inner["type"] == "default"
+        if optional:
+            inner = inner["schema"]
+        if inner["type"] == "nullable":
+            inner = inner["schema"]
+        if inner["type"] != "function-plain" or inner["function"]["function"] is not _to_vector:
+            return None
+        if not optional:
+            required.add(name)
+            fields[name] = {**field, "schema": {"type": "default", "schema": field["schema"], "default": None}}
+    # (A plugin may wrap the model's validator; the wrapper validates the same way.)
+    validator = cast(SchemaValidator, model.__pydantic_validator__)
+    if required:
+        validator = _unshared_validator(model, {**schema, "schema": {**schema["schema"], "fields": fields}})
+        try:
+            validator.validate_python({})
+        except ValidationError as exc:
+            if any(err["type"] == "missing" and err["loc"][0] in required for err in exc.errors()):
+                return None  # the change did not take: every message would fail here first
+    return validator, frozenset(required)
 
 
 def _unshared_validator(model: type[Message], schema: Any) -> SchemaValidator:

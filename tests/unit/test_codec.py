@@ -454,6 +454,12 @@ def test_json_in_front_of_vector_bytes_is_validated_on_its_own(cls: type[Message
     assert codec._head_validator(_Checked) is None and codec._head_validator(_Paired) is None
 
 
+def test_a_head_validator_that_still_requires_the_vector_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "_unshared_validator", lambda model, schema: model.__pydantic_validator__)
+    assert codec._build_head_validator(MemStore) is None
+    assert codec._build_head_validator(RegionOutput) is not None  # its own validator, no change needed
+
+
 def test_optional_vector_absent_or_present() -> None:
     for vector in (None, vec(384)):
         original = RegionOutput(region="cortex", kind="embedding", vector=vector)
