@@ -12,6 +12,7 @@ Measured in one run, against references from the same run:
    actor of the next stage (mailbox drops, rejections, workspace losers, gated in sleep) — what is
    not is "uncounted" and must be zero; the brain's CPU time per answer (its process and its
    process groups) is reported too, as the figure least moved by other work on the machine;
+   run twice: the brain in one process, then over two (`processes:`, the senses apart);
 3. text through MiniLM: the brain's sustained text rate (answers over the time to the last one) vs
    the encoder's own batched throughput measured in this process just before (skipped with --quick).
 The brain runs as a separate process (`brainbus run`), reached only over the bus.
@@ -32,6 +33,7 @@ from typing import Any
 import nats
 import numpy as np
 import orjson
+import yaml
 
 from bus import EmbeddedServer
 
@@ -42,6 +44,8 @@ HOPS = 7
 #: Stimuli/s offered in the sustained test: above the 1,000/s target, so the answering rate shows
 #: what the brain can do rather than what it was given.
 SUSTAINED_OFFERED = 1250
+#: The process group of the two-process run: the senses, about half of the brain's work per stimulus.
+SENSES = ["thalamus", "language", "visual"]
 ACTIONS = ["a", "b", "c", "d"]
 
 
@@ -298,6 +302,15 @@ async def _sustained(nc: Any, ns: str, rate: int, seconds: float, make: Any,
     return result
 
 
+def _split_config(path: Path, group: list[str]) -> Path:
+    """A copy of the config at `path` with the actors of `group` in a process group of their own."""
+    config = yaml.safe_load(path.read_text())
+    config["processes"] = [{"name": "senses", "actors": group}]
+    copy = Path(tempfile.mkdtemp(prefix="brainbus-bench-")) / path.name
+    copy.write_text(yaml.safe_dump(config))
+    return copy
+
+
 async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     results: dict[str, Any] = {"benchmark": "latency", "hops": HOPS}
@@ -321,6 +334,17 @@ async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]
                 return "vector", lambda j, v=vec: orjson.dumps({"vector": v, "id": f"s{j}"})
 
             results["sustained"] = await _sustained(nc, ns, SUSTAINED_OFFERED, 2.0 if quick else 5.0, vector, brain)
+        # The same brain over two OS processes (config `processes:`), the way a brain uses a
+        # second core: the senses (thalamus and cortices) in one, the rest in the other.
+        ns = "lat2"
+        async with BrainProcess(server.url, ns, _split_config(CONFIGS / "small.yaml", SENSES)) as brain:
+            await _wait_ready(nc, ns, ["thalamus", "language", "visual", "workspace", "prefrontal",
+                                       "basal_ganglia", "motor", "hormones", "amygdala"])
+            await nc.publish(f"{ns}.env.actions", orjson.dumps({"actions": ACTIONS}))
+            await nc.flush()
+            await asyncio.sleep(0.2)
+            results["sustained_two_processes"] = await _sustained(
+                nc, ns, SUSTAINED_OFFERED, 2.0 if quick else 5.0, vector, brain)
         if not quick:
             results["text"] = await _text_throughput(server.url, nc)
         await nc.close()
@@ -392,6 +416,13 @@ def _print(r: dict[str, Any]) -> None:
     if "brain_cpu_ms_per_answer" in s:
         ms = s["brain_cpu_ms_per_answer"]
         rows.append(("sustained: brain CPU per answer", f"{ms:.2f} ms = {1000 / ms:.0f}/s per core", ""))
+    if "sustained_two_processes" in r:
+        s2 = r["sustained_two_processes"]
+        rows.append(("  two processes: offered / answered",
+                     f"{s2['offered_rate']} / {s2['answered_rate']:.0f} per s", ">= 1000/s"))
+        rows.append(("  two processes: uncounted loss", f"{s2['uncounted']} of {s2['sent']}", "0"))
+        if "brain_cpu_ms_per_answer" in s2:
+            rows.append(("  two processes: CPU per answer", f"{s2['brain_cpu_ms_per_answer']:.2f} ms", ""))
     if "text" in r:
         t = r["text"]
         rows.append(("text via MiniLM: brain / encoder",
@@ -400,7 +431,8 @@ def _print(r: dict[str, Any]) -> None:
     width = max(len(a) for a, _, _ in rows)
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>28}  {target}")
-    for stage in s["stages"]:
-        if stage["stimuli"]:
-            print(f"  {stage['stimuli']} stimuli stopped after {stage['last_reached']}; "
-                  f"{stage['explained_by']} counted {stage['counted']} drops/losses")
+    for run in (s, r.get("sustained_two_processes")):
+        for stage in run["stages"] if run else ():
+            if stage["stimuli"]:
+                print(f"  {stage['stimuli']} stimuli stopped after {stage['last_reached']}; "
+                      f"{stage['explained_by']} counted {stage['counted']} drops/losses")

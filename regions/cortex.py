@@ -3,9 +3,10 @@
 One actor kind serves the language area (modality `text`) and the visual/vector area (other
 modalities); the config says which modalities each instance takes. Features are learned online
 with Sanger's rule (local Hebbian plasticity, rate scaled by acetylcholine); how poorly they
-reconstruct a percept is its novelty. The novelty is computed at once; the Hebbian steps of the
-percepts of the next 10 ms are applied together, as one matrix product (a busy area would
-otherwise spend most of its time on one step per percept). The bid's salience rises with novelty and arousal (NE).
+reconstruct a percept is its novelty. The bid's salience rises with novelty and arousal (NE).
+The novelty is computed at once; the Hebbian steps of the percepts of the next 10 ms are applied
+together, as one matrix product (a busy area would otherwise spend most of its time on one step
+per percept).
 
 Sensory adaptation: the cortex passes on what is different about a percept, not what every
 percept shares. It keeps a running mean of its input and subtracts most of it (`centering`)
