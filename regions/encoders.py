@@ -404,7 +404,6 @@ class MicroBatcher:
             raise ValueError("MicroBatcher needs at least one encoder")
         if len({e.dim for e in self.encoders}) != 1:
             raise ValueError("the encoders of one MicroBatcher must have the same dim")
-        self.encoder = self.encoders[0]
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._pending: list[_Request] = []

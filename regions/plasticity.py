@@ -104,10 +104,11 @@ class OjaFeatureMap:
         self.unit_samples = torch.zeros(n_features, dtype=torch.int64, device=self.device)
         self.samples = 0
         self.pruned_total = 0
-        # Inputs observed whose Hebbian step is still to come (`observe`, `consolidate`).
+        # Inputs observed whose Hebbian step is still to come (`observe`, `consolidate`): each
+        # input, its activations and its step size.
         self._queued_x: list[NDArray[np.float32]] = []
-        self._queued_y: list[NDArray[np.float32]] = []  # activations times each one's step size
-        self._queued_raw_y: list[NDArray[np.float32]] = []
+        self._queued_y: list[NDArray[np.float32]] = []
+        self._queued_steps: list[float] = []
         self._queued_samples = 0
 
     def _random_rows(self, n: int) -> torch.Tensor:
@@ -259,7 +260,7 @@ class OjaFeatureMap:
             raise ValueError(f"lr_scale must be a finite number >= 0, got {lr_scale}")
         if not self._on_cpu:
             return self.learn(x, lr_scale)
-        x = np.asarray(x, dtype=np.float32).reshape(-1)
+        x = np.array(x, dtype=np.float32).reshape(-1)  # a copy: it is kept until `consolidate`
         if x.shape[0] != self.in_dim:
             raise ValueError(f"expected shape ({self.in_dim},), got {x.shape}")
         if len(self._queued_x) >= self.MAX_QUEUED:
@@ -280,8 +281,8 @@ class OjaFeatureMap:
         step = self.lr * lr_scale / max(1.0, energy)
         if step > 0:
             self._queued_x.append(x)
-            self._queued_y.append(y * np.float32(step))
-            self._queued_raw_y.append(y)
+            self._queued_y.append(y)
+            self._queued_steps.append(step)
         self._queued_samples += 1
         return before
 
@@ -304,10 +305,11 @@ class OjaFeatureMap:
         self._queued_samples = 0
         if not self._queued_x:
             return count  # every step had size 0 (learning off): statistics only
-        xs, sy, ys = np.stack(self._queued_x), np.stack(self._queued_y), np.stack(self._queued_raw_y)
+        xs, ys = np.stack(self._queued_x), np.stack(self._queued_y)
+        sy = ys * np.array(self._queued_steps, dtype=np.float32)[:, None]
         self._queued_x.clear()
         self._queued_y.clear()
-        self._queued_raw_y.clear()
+        self._queued_steps.clear()
         w = self.weight.numpy()
         yy = sy.T @ ys
         if self.rule == "sanger":
