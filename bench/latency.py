@@ -7,15 +7,15 @@ Measured in one run, against references from the same run:
    (stimulus → thalamus → cortex → workspace → prefrontal → basal ganglia → motor → agent);
 2. sustained: an open-loop stream at a fixed rate above the target (1,250/s for a 1,000/s
    target), its answering rate measured from the first answer to the last (a brain that cannot
-   keep up answers at its own pace, its backlog growing); every stimulus traced by its id to the last
-   stage it reached; the stimuli that stopped after a stage must be matched by the counters of the
+   keep up answers at its own pace, its backlog growing); every stimulus traced by its id to
+   the last stage it reached; the stimuli that stopped after a stage must be matched by the counters of the
    actor of the next stage (mailbox drops, rejections, workspace losers, gated in sleep) — what is
    not is "uncounted" and must be zero; the brain's CPU time per answer (its process and its
-   process groups) is reported too, as the figure least moved by other work on the machine;
-   run twice: the brain in one process, then over two (`processes:`, the senses apart);
-3. text through MiniLM: the brain's sustained text rate (answers over the time to the last one) vs
-   the encoder's own batched throughput measured in this process just before, the best of three
-   passes (skipped with --quick).
+   process groups) is reported too, as the figure least moved by other work on the machine.
+   Run twice: the brain in one process, then over two (`processes:`, the senses apart);
+3. text through MiniLM: the brain's sustained text rate (answers over the time to the last one,
+   after a warm-up pass) vs the encoder's own batched throughput measured in this process just
+   before, the best of three passes (skipped with --quick).
 The brain runs as a separate process (`brainbus run`), reached only over the bus.
 """
 
@@ -443,8 +443,8 @@ def _print(r: dict[str, Any]) -> None:
     width = max(len(a) for a, _, _ in rows)
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>28}  {target}")
-    for run in (s, r.get("sustained_two_processes")):
+    for layout, run in (("one process", s), ("two processes", r.get("sustained_two_processes"))):
         for stage in run["stages"] if run else ():
             if stage["stimuli"]:
-                print(f"  {stage['stimuli']} stimuli stopped after {stage['last_reached']}; "
+                print(f"  {layout}: {stage['stimuli']} stimuli stopped after {stage['last_reached']}; "
                       f"{stage['explained_by']} counted {stage['counted']} drops/losses")
