@@ -414,6 +414,17 @@ async def _text_throughput(url: str, nc: Any) -> dict[str, Any]:
             "answered": answered, "ratio": brain_rate / encoder_rate}
 
 
+def _sustained_rows(label: str, s: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    if s is None:
+        return []
+    rows = [(f"{label}: offered / answered", f"{s['offered_rate']} / {s['answered_rate']:.0f} per s", ">= 1000/s"),
+            (f"{label}: uncounted loss", f"{s['uncounted']} of {s['sent']}", "0")]
+    if "brain_cpu_ms_per_answer" in s:
+        ms = s["brain_cpu_ms_per_answer"]
+        rows.append((f"{label}: brain CPU per answer", f"{ms:.2f} ms = {1000 / ms:.0f}/s per core", ""))
+    return rows
+
+
 def _print(r: dict[str, Any]) -> None:
     c, s = r["closed_loop"], r["sustained"]
     rows = [
@@ -422,19 +433,9 @@ def _print(r: dict[str, Any]) -> None:
         ("workspace window (mean)", f"{c['mean_window_ms']:.2f} ms", "excluded"),
         ("raw nats-py hop p50", f"{c['raw_hop_ms']:.3f} ms", "reference"),
         (f"brain p50 / ({HOPS} raw hops)", f"{c['ratio_to_raw_path']:.1f}x", ""),
-        ("sustained: offered / answered", f"{s['offered_rate']} / {s['answered_rate']:.0f} per s", ">= 1000/s"),
-        ("sustained: uncounted loss", f"{s['uncounted']} of {s['sent']}", "0"),
+        *_sustained_rows("sustained", s),
+        *_sustained_rows("  two processes", r.get("sustained_two_processes")),
     ]
-    if "brain_cpu_ms_per_answer" in s:
-        ms = s["brain_cpu_ms_per_answer"]
-        rows.append(("sustained: brain CPU per answer", f"{ms:.2f} ms = {1000 / ms:.0f}/s per core", ""))
-    if "sustained_two_processes" in r:
-        s2 = r["sustained_two_processes"]
-        rows.append(("  two processes: offered / answered",
-                     f"{s2['offered_rate']} / {s2['answered_rate']:.0f} per s", ">= 1000/s"))
-        rows.append(("  two processes: uncounted loss", f"{s2['uncounted']} of {s2['sent']}", "0"))
-        if "brain_cpu_ms_per_answer" in s2:
-            rows.append(("  two processes: CPU per answer", f"{s2['brain_cpu_ms_per_answer']:.2f} ms", ""))
     if "text" in r:
         t = r["text"]
         rows.append(("text via MiniLM: brain / encoder",
