@@ -206,7 +206,9 @@ class OjaFeatureMap:
         if not math.isfinite(lr_scale) or lr_scale < 0:
             raise ValueError(f"lr_scale must be a finite number >= 0, got {lr_scale}")
         if self.device.type == "cpu" and isinstance(x, np.ndarray) and x.ndim == 1 and x.shape[0] == self.in_dim:
-            return self._learn_one(x.astype(np.float32, copy=False), lr_scale)
+            before = self.observe(x, lr_scale)  # numpy, a fraction of torch's time for one input
+            self.consolidate()
+            return before
         self.consolidate()  # steps observed earlier come first
         t, _ = self._as_batch(x)
         with torch.no_grad():
@@ -233,12 +235,6 @@ class OjaFeatureMap:
                     # Guard only: the rule itself keeps norms near 1; this catches runaway steps.
                     new_w = torch.where(norms > 2.0, new_w / norms, new_w)
                     self.weight = new_w
-        return before
-
-    def _learn_one(self, x: NDArray[np.float32], lr_scale: float) -> float:
-        """`learn` for one input on the CPU: `observe`, then `consolidate` at once."""
-        before = self.observe(x, lr_scale)
-        self.consolidate()
         return before
 
     def observe(self, x: NDArray[np.float32], lr_scale: float = 1.0) -> float:
