@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -30,7 +31,7 @@ from pydantic import ValidationError
 from pydantic_core import SchemaError, SchemaValidator
 
 from bus.errors import DecodeError
-from bus.models import Message, _to_vector, model_for_type
+from bus.models import Message, _to_vector, finite_check_weights, model_for_type
 
 __all__ = [
     "H_ID",
@@ -340,9 +341,11 @@ def format_validation_error(exc: ValidationError, data: bytes = b"") -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-# A parsed `Bb-Vec` header: the vectors (name, dtype, length), their total bytes, and the validator
-# of the JSON in front of them (None where that spec takes the dict path, see `_head_validator`).
-_VecSpec = tuple[tuple[tuple[str, "np.dtype[Any]", int], ...], int, SchemaValidator | None]
+# A parsed `Bb-Vec` header: the vectors (name, dtype, length, weights of their finiteness check),
+# their total bytes, and the validator of the JSON in front of them (None where that spec takes
+# the dict path, see `_head_validator`).
+_VecField = tuple[str, "np.dtype[Any]", int, "np.ndarray | None"]
+_VecSpec = tuple[tuple[_VecField, ...], int, SchemaValidator | None]
 _spec_cache: dict[tuple[type[Message], str], _VecSpec] = {}
 
 
@@ -361,7 +364,7 @@ def _vector_spec(model: type[Message], spec: str, subject: str) -> _VecSpec:
             dtype, n = _DTYPES[dtype_name], int(length)
             if name not in model.VECTOR_FIELDS or name in named or not 0 < n <= 65536:
                 raise ValueError(name)
-            fields.append((name, dtype, n))
+            fields.append((name, dtype, n, finite_check_weights(n)))
             named.add(name)
             total += dtype.itemsize * n
     except (ValueError, KeyError):
@@ -458,17 +461,21 @@ def _decode_with_vectors(model: type[M], data: bytes, spec: str, subject: str) -
             result: M = head.validate_json(data[:start])
             values, given = result.__dict__, result.__pydantic_fields_set__
             offset = start
-            for name, dtype, n in fields:
-                if name in given:  # also in the JSON: the dict path says so
+            for name, dtype, n, weights in fields:
+                # Also in the JSON, too long, or not finite: the dict path says which.
+                if name in given or weights is None:
                     break
                 # A writable float32 copy: torch and in-place maths must never see a read-only buffer.
                 arr = np.frombuffer(data, dtype, n, offset)
-                values[name] = _to_vector(arr.copy() if dtype is _F32 else arr.astype(_F32))
+                arr = arr.copy() if dtype is _F32 else arr.astype(_F32)
+                if not isfinite(arr.dot(weights)):  # what `_to_vector` checks, without the call
+                    break
+                values[name] = arr
                 given.add(name)
                 offset += dtype.itemsize * n
             else:
                 return result
-        except (ValidationError, ValueError):
+        except (ValidationError, ValueError, RuntimeWarning):  # (see `finite_check_weights`)
             pass
     try:
         obj = orjson.loads(data[:start])
@@ -477,7 +484,7 @@ def _decode_with_vectors(model: type[M], data: bytes, spec: str, subject: str) -
     if type(obj) is not dict:
         raise DecodeError("body must be a JSON object", subject=subject)
     offset = start
-    for name, dtype, n in fields:
+    for name, dtype, n, _ in fields:
         if name in obj:
             raise DecodeError(f"field {name!r} is both in the JSON and in the {H_VEC} header", subject=subject)
         arr = np.frombuffer(data, dtype, n, offset)

@@ -63,15 +63,27 @@ _ONES = np.full(MAX_DIM, 2.0**-14, dtype=np.float32)
 _SCALED_ONES: dict[int, np.ndarray] = {}
 
 
+def finite_check_weights(size: int) -> np.ndarray | None:
+    """The weights `w` for which `math.isfinite(v.dot(w))` tells whether a float32 vector `v` of
+    this size is all finite; None for a size no vector may have.
+
+    One dot product checks them all: scaled by 2^-14, at most 8192 float32 values cannot overflow
+    the sum, and any NaN or Inf makes it non-finite (a single BLAS call, several times cheaper
+    than `np.isfinite(v).all()`). +Inf and -Inf together make NaN, with numpy's "invalid"
+    RuntimeWarning: a caller that runs with warnings as errors treats that warning as non-finite.
+    """
+    weights = _SCALED_ONES.get(size)
+    if weights is None and 0 < size <= MAX_DIM:
+        weights = _SCALED_ONES[size] = _ONES[:size]
+    return weights
+
+
 def _to_vector(value: Any) -> np.ndarray:
     """Validate a vector: a 1-D array of finite numbers (list from JSON, ndarray from binary)."""
     if type(value) is np.ndarray and value.dtype is _F32 and value.ndim == 1:
-        # The hot path (binary vectors from the codec): one dot product checks them all. Scaled
-        # by 2^-14, at most 8192 float32 values cannot overflow the sum, and any NaN or Inf
-        # makes it non-finite (a single BLAS call, several times cheaper than a float64 sum).
         weights = _SCALED_ONES.get(value.size)
-        if weights is None and 0 < value.size <= MAX_DIM:
-            weights = _SCALED_ONES[value.size] = _ONES[: value.size]
+        if weights is None:
+            weights = finite_check_weights(value.size)
         if weights is not None:
             try:
                 finite = math.isfinite(value.dot(weights))
