@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench soak clean
+.PHONY: run test test-gpu lint bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -m 'not soak'
+
+# The CUDA path (tests/gpu): part of `make test` too, where it is skipped without a GPU.
+test-gpu: $(STAMP)
+	$(PY) -m pytest tests/gpu -ra
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

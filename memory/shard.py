@@ -39,6 +39,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.actor import Actor, ActorState, HandlerFn, every, on
+from actors.device import resolve_device
 from bus import Meta, Subscription
 from bus.errors import BadInput
 from bus.models import (
@@ -102,7 +103,8 @@ class ShardOptions(BaseModel):
     replay_episodes: Annotated[int, Field(ge=0, le=100_000)] = 0
     #: Seed of the replay sampler (a sleep is reproducible for a given memory content).
     replay_seed: int = 0
-    device: str = "cpu"
+    #: Torch device of the key matrix; None = the brain's `device` (config top level).
+    device: Literal["cpu", "cuda", "auto"] | None = None
 
 
 class HippocampusShard(Actor):
@@ -122,7 +124,8 @@ class HippocampusShard(Actor):
 
     async def on_start(self) -> None:
         o = self.options
-        self.store = VectorStore(o.dim, o.capacity, o.dtype, o.device, half_life_s=o.half_life_s)
+        device = resolve_device(o.device) if o.device else self.device
+        self.store = VectorStore(o.dim, o.capacity, o.dtype, device, half_life_s=o.half_life_s)
         self._lock = asyncio.Lock()  # store reads and writes (search runs in a thread)
         # The log and the store change together: a group commit holds this from its log write
         # until its episodes are in the store, and so does every snapshot and logged removal, so

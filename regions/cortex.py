@@ -78,7 +78,7 @@ class Cortex(Modulated):
     async def on_start(self) -> None:
         self.init_modulation()
         o = self.options
-        self.features = OjaFeatureMap(o.dim, o.features, lr=o.lr, seed=o.seed)
+        self.features = OjaFeatureMap(o.dim, o.features, lr=o.lr, seed=o.seed, device=self.device)
         self.novelty_sum = 0.0
         self.seen = 0
         self.mean = np.zeros(o.dim, dtype=np.float32)
@@ -162,7 +162,7 @@ class Cortex(Modulated):
         return {"features": self.features.snapshot(), "mean": self.mean.tolist(), "usual_novelty": self.usual_novelty}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.features = OjaFeatureMap.restore(state["features"])
+        self.features = OjaFeatureMap.restore(state["features"], device=self.device)
         self.mean = np.asarray(state["mean"], dtype=np.float32)
         self.usual_novelty = state.get("usual_novelty")
 
