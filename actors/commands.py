@@ -252,10 +252,10 @@ async def cmd_schema(args: argparse.Namespace) -> int:
 
 
 async def cmd_bench(args: argparse.Namespace) -> int:
-    from bench import BENCHMARKS
+    from bench import benchmark
 
     out = args.out or Path("bench-results") / f"{args.name}.json"
     started = time.monotonic()
-    await BENCHMARKS[args.name](out, quick=args.quick)
+    await benchmark(args.name)(out, quick=args.quick)
     print(f"({time.monotonic() - started:.0f} s; results in {out})")
     return 0
