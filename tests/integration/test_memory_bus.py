@@ -421,3 +421,14 @@ async def test_sleep_during_stores_snapshots_every_logged_episode(bus: Bus, tmp_
         assert all(a.episode_id in recovered for a in acks)
     finally:
         await shard.stop(0.5)
+
+
+async def test_shard_keys_live_on_the_brains_device_unless_its_options_name_one(bus: Bus) -> None:
+    shard = HippocampusShard("shard-dev", bus, ShardOptions(dim=DIM, persist=False), device="cpu")
+    await shard.start()
+    try:
+        assert shard.store.device.type == "cpu"
+    finally:
+        await shard.stop(0.5)
+    with pytest.raises(ValueError, match="device"):
+        ShardOptions(dim=DIM, device="gpu")  # type: ignore[arg-type]
