@@ -28,7 +28,7 @@ from actors.device import resolve_device
 from actors.registry import resolve_kind
 from bus import Bus
 from bus.durable import hold_intake, open_intake
-from bus.errors import ActorError, EscalationError
+from bus.errors import ActorError, ConfigError, EscalationError
 from bus.models import SysError
 
 __all__ = ["ActorChild", "Child", "Supervisor", "SupervisorAware"]
@@ -83,6 +83,14 @@ class ActorChild:
         if config.deterministic and "seed" in self.cls.Options.model_fields and "seed" not in options:
             options["seed"] = derive_seed(config.seed, name)  # a seed set in the config wins
         self.options = self.cls.Options.model_validate(options)
+        # An actor's own `device` option (a thalamus's encoder, a memory shard) is checked here
+        # too, with the brain's: a CUDA device where there is none fails before anything starts.
+        own_device = getattr(self.options, "device", None)
+        if own_device:
+            try:
+                resolve_device(own_device)
+            except ConfigError as exc:
+                raise ConfigError(f"actors.{name}.options.device: {exc}") from None
         self.saved = saved
         self.actor: Actor | None = None
         #: Set by the Supervisor that owns this child; handed to SupervisorAware actors.

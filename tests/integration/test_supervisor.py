@@ -10,12 +10,13 @@ from typing import Any, cast
 
 import orjson
 import pytest
+import torch
 
 from actors.actor import Actor, ActorState
 from actors.config import parse_config
 from actors.supervisor import ActorChild, Supervisor
 from bus import Bus, Meta
-from bus.errors import EscalationError
+from bus.errors import ConfigError, EscalationError
 from bus.models import CtlReply, CtlRequest, SysError, TextStimulus
 from tests.actors_for_tests import Counter, Hanger, eventually
 
@@ -301,3 +302,17 @@ async def test_a_child_that_cannot_restart_escalates_cleanly(supervise: Start, o
     assert caught.value.actor == "fragile"
     assert "RuntimeError: fragile cannot start again" in caught.value.last_error
     assert calm.state is ActorState.STOPPED
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_device_where_there_is_none_fails_before_anything_starts(bus: Bus, namespace: str) -> None:
+    shard = {"kind": "hippocampus_shard", "options": {"dim": 8, "persist": False}}
+    brain = parse_config({"namespace": namespace, "device": "cuda", "actors": {"shard0": shard}})
+    with pytest.raises(ConfigError, match="device 'cuda' requested but CUDA is not available"):
+        Supervisor.for_actors(bus, brain, ["shard0"], None)
+    own = parse_config({"namespace": namespace, "actors": {"shard0": {**shard, "options": {
+        **shard["options"], "device": "cuda"}}}})
+    with pytest.raises(ConfigError, match=r"actors\.shard0\.options\.device: device 'cuda' requested"):
+        Supervisor.for_actors(bus, own, ["shard0"], None)
+    with pytest.raises(ConfigError, match=r"actors\.shard0\.options\.device"):
+        parse_config({"namespace": namespace, "actors": {"shard0": {**shard, "options": {"dim": 8, "device": "gpu"}}}})
