@@ -386,7 +386,7 @@ async def _text_throughput(url: str, nc: Any) -> dict[str, Any]:
         encoder_rate = max(encoder_rate, len(words) / (time.perf_counter() - t0))
     del encoder
     ns = "txt"
-    async with BrainProcess(url, ns, CONFIGS / "default.yaml"):
+    async with BrainProcess(url, ns, CONFIGS / "default.yaml") as brain:
         await _wait_ready(nc, ns, ["thalamus", "basal_ganglia", "motor"], timeout=120)
         await nc.publish(f"{ns}.env.actions", orjson.dumps({"actions": ACTIONS}))
         await nc.flush()
@@ -424,9 +424,25 @@ async def _text_throughput(url: str, nc: Any) -> dict[str, Any]:
             return len(answered) / max(last_answer[0] - t0, 1e-9), len(answered)
 
         await one_pass("warm-")  # the brain's encoders warm up too, as the reference's did
+        # Where the brain's CPU goes per text: its encoder threads (the thalamus counts their CPU
+        # time), and everything else (regions, codec, event loop), on the same cores.
+        encoder0, cpu0 = await _encoder_cpu(nc, ns), brain.cpu_seconds()
         brain_rate, answered = await one_pass("t-")
+        encoder1, cpu1 = await _encoder_cpu(nc, ns), brain.cpu_seconds()
+        split = {}
+        if encoder0 is not None and encoder1 is not None and cpu0 is not None and cpu1 is not None:
+            encoders = encoder1 - encoder0
+            split = {"encoder_cpu_ms_per_text": encoders * 1000 / len(words),
+                     "other_cpu_ms_per_text": (cpu1 - cpu0 - encoders) * 1000 / len(words)}
     return {"texts": len(words), "encoder_batched_rate": encoder_rate, "brain_rate": brain_rate,
-            "answered": answered, "ratio": brain_rate / encoder_rate}
+            "answered": answered, "ratio": brain_rate / encoder_rate, **split}
+
+
+async def _encoder_cpu(nc: Any, ns: str) -> float | None:
+    """CPU seconds the thalamus's encoder threads have spent so far (from its next heartbeat)."""
+    stats = (await _heartbeats(nc, ns, 1.2)).get("thalamus", {}).get("stats", {})
+    value = stats.get("encoder_cpu_s")
+    return float(value) if value is not None else None
 
 
 def _sustained_rows(label: str, s: dict[str, Any] | None) -> list[tuple[str, str, str]]:
@@ -456,6 +472,9 @@ def _print(r: dict[str, Any]) -> None:
         rows.append(("text via MiniLM: brain / encoder",
                      f"{t['brain_rate']:.0f} / {t['encoder_batched_rate']:.0f} per s = {t['ratio']:.2f}x", ">= 0.8x"))
         rows.append(("text via MiniLM: answered", f"{t['answered']} of {t['texts']}", ""))
+        if "encoder_cpu_ms_per_text" in t:
+            rows.append(("text via MiniLM: brain CPU per text",
+                         f"encoders {t['encoder_cpu_ms_per_text']:.2f} + rest {t['other_cpu_ms_per_text']:.2f} ms", ""))
     elif "text_skipped" in r:
         rows.append(("text via MiniLM", "skipped (no minilm extra)", ">= 0.8x"))
     width = max(len(a) for a, _, _ in rows)

@@ -337,6 +337,13 @@ def make_encoder(name: EncoderName, dim: int = 384, device: str = "cpu") -> Enco
     raise ValueError(f"unknown encoder {name!r}; expected 'hashing' or 'minilm'")
 
 
+def _timed_encode(encoder: Encoder, texts: list[str]) -> tuple[NDArray[np.float32], float]:
+    """`encoder.encode(texts)` in a worker thread, and the CPU time that thread spent on it."""
+    start = time.thread_time()
+    out = encoder.encode(texts)
+    return out, time.thread_time() - start
+
+
 class BatcherClosedError(RuntimeError):
     """Raised to waiters when the batcher is closed before their text was encoded."""
 
@@ -352,6 +359,8 @@ class BatcherStats:
         max_batch_size: Largest batch seen.
         encode_seconds: Total wall time spent inside the encoder.
         pending: Requests waiting for the next batch at snapshot time.
+        encode_cpu_seconds: CPU time of the encoder threads while encoding (what the encoders
+            take from the cores the rest of the brain shares).
     """
 
     batches: int
@@ -360,6 +369,7 @@ class BatcherStats:
     max_batch_size: int
     encode_seconds: float
     pending: int
+    encode_cpu_seconds: float = 0.0
 
     @property
     def mean_batch_size(self) -> float:
@@ -419,6 +429,7 @@ class MicroBatcher:
         self._errors = 0
         self._max_seen = 0
         self._encode_seconds = 0.0
+        self._encode_cpu_seconds = 0.0
 
     @property
     def closed(self) -> bool:
@@ -435,6 +446,7 @@ class MicroBatcher:
             max_batch_size=self._max_seen,
             encode_seconds=self._encode_seconds,
             pending=len(self._pending),
+            encode_cpu_seconds=self._encode_cpu_seconds,
         )
 
     def _ensure_started(self) -> None:
@@ -504,8 +516,9 @@ class MicroBatcher:
         texts = [t for t, _ in batch]
         start = time.perf_counter()
         try:
-            out = await asyncio.get_running_loop().run_in_executor(
-                self._executors[worker], self.encoders[worker].encode, texts)
+            out, cpu = await asyncio.get_running_loop().run_in_executor(
+                self._executors[worker], _timed_encode, self.encoders[worker], texts)
+            self._encode_cpu_seconds += cpu
             if out.shape[0] != len(texts):
                 raise RuntimeError(f"encoder returned {out.shape[0]} rows for {len(texts)} texts")
         except Exception as exc:

@@ -289,7 +289,9 @@ class Thalamus(Actor):
         stats: dict[str, Any] = {"perceived": self.perceived, "gated": self.gated,
                                  "encoder": self.options.encoder}
         if self.batcher is not None:
-            stats["mean_batch"] = round(self.batcher.stats.mean_batch_size, 2)
+            batcher = self.batcher.stats
+            stats["mean_batch"] = round(batcher.mean_batch_size, 2)
+            stats["encoder_cpu_s"] = round(batcher.encode_cpu_seconds, 3)
         if self.options.encoder == "minilm":
             stats.update(waiting_for_encoder=len(self.loading or ()),
                          dropped_while_loading=self.dropped_while_loading)

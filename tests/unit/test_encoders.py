@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -256,3 +257,35 @@ async def test_batcher_with_several_encoders_encodes_batches_side_by_side() -> N
         MicroBatcher([_CountingEncoder(), _FailingEncoder()])
     with pytest.raises(ValueError, match="at least one"):
         MicroBatcher([])
+
+
+class _TimedEncoder(_CountingEncoder):
+    """Takes 20 ms per batch: busy on the CPU, or asleep (no CPU at all)."""
+
+    def __init__(self, busy: bool) -> None:
+        super().__init__()
+        self.busy = busy
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        if self.busy:
+            start = time.thread_time()
+            while time.thread_time() - start < 0.02:
+                pass
+        else:
+            time.sleep(0.02)
+        return super().encode(texts)
+
+
+@pytest.mark.parametrize("busy", [True, False])
+async def test_batcher_counts_the_cpu_time_of_its_encoder_threads(busy: bool) -> None:
+    batcher = MicroBatcher(_TimedEncoder(busy), max_batch=4, max_wait_s=0.0)
+    try:
+        await asyncio.gather(*(batcher.encode(f"text {i}") for i in range(12)))
+    finally:
+        await batcher.close()
+    stats = batcher.stats
+    assert stats.encode_seconds >= 0.02 * stats.batches * 0.9
+    if busy:
+        assert stats.encode_cpu_seconds >= 0.02 * stats.batches * 0.9
+    else:  # waiting is not CPU: what the thalamus reports is what the encoders take from the cores
+        assert stats.encode_cpu_seconds < 0.005 * stats.batches
