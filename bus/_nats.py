@@ -152,6 +152,16 @@ class FastClient(Client):  # type: ignore[misc]
             return await super()._process_headers(headers)
         return parsed
 
+    async def _close(self, status: int, do_cbs: bool = True) -> None:
+        # Closing while the server is away (reconnecting): nats-py would write what is still
+        # pending to the transport whose connection was lost. Python 3.11 drops such a write;
+        # 3.12 raises TypeError from inside the transport and the close fails. Nothing can be
+        # delivered now either way: drop it here, and say how much.
+        if not self.is_closed and not self.is_connected and self._pending_data_size > 0:
+            log.warning("bus.close_dropped_pending", bytes=self._pending_data_size, messages=len(self._pending))
+            self._pending, self._pending_data_size = [], 0
+        await super()._close(status, do_cbs)
+
     async def _send_ping(self, future: asyncio.Future[bool] | None = None) -> None:
         # nats-py writes PING straight to the socket, ahead of the SUBs and PUBs still waiting in
         # its pending buffer: the PONG could come back before the server had seen them, so

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+import structlog
 
 from bus import (
     Bus,
@@ -31,6 +32,7 @@ from bus import (
 )
 from bus._nats import FastClient
 from bus.models import CtlReply, CtlRequest, EnvActions, MemHit, MotorAction
+from tests.actors_for_tests import eventually
 
 Received = list[tuple[Any, Meta]]
 
@@ -517,3 +519,27 @@ async def test_fast_parser_at_every_split_point(chunk: int) -> None:
     ]
     assert nc.to_nats == [(9, b"a.d", b"_INBOX.y", b"", None)]
     assert not nc._ps.buf and nc.stats["in_msgs"] == 5
+
+
+async def test_closing_while_the_server_is_away_drops_the_unsent_and_returns(tmp_path: Any) -> None:
+    server = EmbeddedServer(data_dir=tmp_path / "nats", jetstream=False)
+    await server.start()
+    bus = Bus(server.url, namespace="away", name="leaving")
+    await bus.connect()
+    try:
+        await bus.flush()
+        server.kill()
+        assert server.proc is not None
+        await server.proc.wait()
+        await eventually(lambda: bus.state is ConnState.RECONNECTING, what="the bus to notice the outage")
+        await bus.publish("stim.text", TextStimulus(text="never delivered"))  # waits in the buffer
+        assert bus.nc._pending_data_size > 0
+    finally:
+        started = time.monotonic()
+        # (On Python 3.12 writing it to the lost connection raised TypeError out of `close`.)
+        with structlog.testing.capture_logs() as logs:
+            await bus.close()
+        await server.stop()
+    assert bus.state is ConnState.CLOSED and time.monotonic() - started < 5
+    dropped = [e for e in logs if e["event"] == "bus.close_dropped_pending"]
+    assert len(dropped) == 1 and dropped[0]["messages"] == 1 and dropped[0]["bytes"] > 100
