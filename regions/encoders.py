@@ -360,7 +360,8 @@ class BatcherStats:
         encode_seconds: Total wall time spent inside the encoder.
         pending: Requests waiting for the next batch at snapshot time.
         encode_cpu_seconds: CPU time of the encoder threads while encoding (what the encoders
-            take from the cores the rest of the brain shares).
+            take from the cores the rest of the brain shares). Each call's own thread is
+            counted: with torch on one thread (the brain's `torch_threads: 1`), that is all of it.
     """
 
     batches: int
