@@ -21,6 +21,7 @@ from memory.recall import recall, store
 from memory.shard import HippocampusShard, ShardOptions
 from memory.store import VectorStore
 from regions.cortex import Cortex
+from regions.encoders import MiniLMEncoder
 from regions.plasticity import OjaFeatureMap
 from tests.actors_for_tests import eventually
 from tests.integration.test_brain import start_brain
@@ -102,6 +103,18 @@ def test_vector_store_finds_on_cuda_what_it_finds_on_cpu(dtype: str) -> None:
     np.testing.assert_allclose(completed[1], completed[0], atol=2e-3 if dtype == "float16" else 1e-5)
     removed = stores[1].remove(ids_gpu[:10, 0])
     assert len(removed) == 10 and not np.isin(stores[1].search(queries[:10], 5)[1], removed).any()
+
+
+def test_minilm_encodes_on_cuda_what_it_encodes_on_cpu() -> None:
+    try:
+        MiniLMEncoder.model_path()
+    except RuntimeError:
+        pytest.skip("the minilm extra is not installed")
+    texts = ["a red apple", "the truck is loud", "rain on the window"]
+    cpu, gpu = MiniLMEncoder(device="cpu"), MiniLMEncoder(device="cuda")
+    out_cpu, out_gpu = cpu.encode(texts), gpu.encode(texts)
+    assert out_gpu.dtype == np.float32 and out_gpu.shape == (3, 384)
+    np.testing.assert_allclose((out_gpu * out_cpu).sum(axis=1), 1.0, atol=1e-3)  # same directions
 
 
 async def test_a_brain_on_cuda_answers_and_learns_on_the_gpu(bus: Bus, tmp_path: Path) -> None:
