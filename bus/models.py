@@ -81,9 +81,7 @@ def finite_check_weights(size: int) -> np.ndarray | None:
 def _to_vector(value: Any) -> np.ndarray:
     """Validate a vector: a 1-D array of finite numbers (list from JSON, ndarray from binary)."""
     if type(value) is np.ndarray and value.dtype is _F32 and value.ndim == 1:
-        weights = _SCALED_ONES.get(value.size)
-        if weights is None:
-            weights = finite_check_weights(value.size)
+        weights = finite_check_weights(value.size)
         if weights is not None:
             try:
                 finite = math.isfinite(value.dot(weights))
