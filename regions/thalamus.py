@@ -39,6 +39,18 @@ from regions.plasticity import Habituation
 
 __all__ = ["Thalamus"]
 
+#: The most MiniLM copies `encoder_workers: auto` makes (memory, and cores left for the rest).
+MAX_AUTO_ENCODERS = 8
+
+
+def usable_cpus(at_most: int) -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it), capped."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(at_most, cpus))
+
 
 class ThalamusOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -50,8 +62,9 @@ class ThalamusOptions(BaseModel):
     max_batch: Annotated[int, Field(ge=1, le=1024)] = 64
     #: Copies of the MiniLM model that encode batches at the same time, each on a thread of its
     #: own: with torch on one thread per op (`torch_threads`), this is how the encoder uses
-    #: several cores. Each copy holds about 90 MB.
-    encoder_workers: Annotated[int, Field(ge=1, le=16)] = 2
+    #: several cores. Each copy holds about 90 MB. "auto": one per core this process may use, at
+    #: most `MAX_AUTO_ENCODERS` (the rest of the brain needs cores too).
+    encoder_workers: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = "auto"
     #: Texts kept while the MiniLM encoder is still loading (several seconds after start); past
     #: this many the oldest is dropped, counted and reported. They are encoded once it is ready.
     loading_buffer: Annotated[int, Field(ge=0, le=100_000)] = 1024
@@ -81,10 +94,11 @@ class Thalamus(Actor):
             # Loading takes 6-25 s: it runs in the background, so the thalamus subscribes and
             # heartbeats at once (and vectors pass) while texts wait in `loading`.
             self.loading = deque()
-            encoders = [self.language_encoder() for _ in range(o.encoder_workers)]
+            workers = usable_cpus(MAX_AUTO_ENCODERS) if o.encoder_workers == "auto" else o.encoder_workers
+            encoders = [self.language_encoder() for _ in range(workers)]
             self._spawn(self._load_encoders(encoders), f"{self.name}.load_encoder", critical=True)
             # Handlers wait for their batch concurrently; otherwise each batch would hold one text.
-            self.concurrency = o.max_batch * o.encoder_workers
+            self.concurrency = o.max_batch * workers
         self.hashing = HashingEncoder(dim=o.dim, seed=o.seed)
         self.habituation = Habituation(rate=o.habituation_rate, recovery_tau_s=o.habituation_recovery_s)
         self._ids = itertools.count(1)

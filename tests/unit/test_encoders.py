@@ -289,3 +289,20 @@ async def test_batcher_counts_the_cpu_time_of_its_encoder_threads(busy: bool) ->
         assert stats.encode_cpu_seconds >= 0.02 * stats.batches * 0.9
     else:  # waiting is not CPU: what the thalamus reports is what the encoders take from the cores
         assert stats.encode_cpu_seconds < 0.005 * stats.batches
+
+
+def test_thalamus_encoder_workers_auto_is_one_per_usable_core_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from regions.thalamus import MAX_AUTO_ENCODERS, ThalamusOptions, usable_cpus
+
+    assert ThalamusOptions().encoder_workers == "auto"
+    assert ThalamusOptions(encoder_workers=3).encoder_workers == 3
+    for bad in (0, 17, "many"):
+        with pytest.raises(ValidationError, match="encoder_workers"):
+            ThalamusOptions(encoder_workers=bad)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    assert usable_cpus(MAX_AUTO_ENCODERS) == MAX_AUTO_ENCODERS
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert usable_cpus(MAX_AUTO_ENCODERS) == 3
+    assert usable_cpus(1) == 1
