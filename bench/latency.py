@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -413,11 +414,13 @@ async def _brain_text_rate(url: str, nc: Any, ns: str, config: Path, words: list
         await nc.flush()
         await asyncio.sleep(0.2)
 
-        async def one_pass(tag: str) -> tuple[float, int]:
-            """Send every word at once; the rate of answers up to the last one."""
+        async def one_pass(tag: str) -> tuple[float, int, float]:
+            """Send every word at once: the rate of answers up to the last one, how many were
+            answered, and the rate at which the thalamus perceived them (encoded and passed on)."""
             answered: set[str] = set()
+            perceived: set[str] = set()
             all_in = asyncio.Event()
-            last_answer = [0.0]
+            last_answer, last_percept = [0.0], [0.0]
 
             async def on_action(msg: Any) -> None:
                 sid = orjson.loads(msg.data)["stimulus_id"]
@@ -427,14 +430,21 @@ async def _brain_text_rate(url: str, nc: Any, ns: str, config: Path, words: list
                     if len(answered) == len(words):
                         all_in.set()
 
-            sub = await nc.subscribe(f"{ns}.motor.action", cb=on_action)
+            async def on_percept(msg: Any) -> None:
+                sid = (msg.headers or {}).get("Bb-Sid", "")
+                if sid.startswith(tag):
+                    perceived.add(sid)
+                    last_percept[0] = time.perf_counter()
+
+            subs = [await nc.subscribe(f"{ns}.motor.action", cb=on_action),
+                    await nc.subscribe(f"{ns}.region.thalamus.out", cb=on_percept)]
             t0 = time.perf_counter()
             for i, w in enumerate(words):
                 await nc.publish(f"{ns}.stim.text", orjson.dumps({"text": w, "id": f"{tag}{i}"}))
             await nc.flush()
             # Until every text is answered, or none is for a second after the first answer: the
-            # workspace lets a near-copy of a text that wins in the same cycle go (a counted
-            # `duplicate` verdict, no action).
+            # workspace lets some texts go (a near-copy of a text that just won, a bid that found no
+            # capacity for too long): counted verdicts, no action.
             deadline = t0 + 120
             while not all_in.is_set() and time.perf_counter() < deadline:
                 before = len(answered)
@@ -442,18 +452,21 @@ async def _brain_text_rate(url: str, nc: Any, ns: str, config: Path, words: list
                     await asyncio.wait_for(all_in.wait(), 1.0)
                 if answered and len(answered) == before:
                     break
-            await sub.unsubscribe()
-            return len(answered) / max(last_answer[0] - t0, 1e-9), len(answered)
+            for sub in subs:
+                await sub.unsubscribe()
+            return (len(answered) / max(last_answer[0] - t0, 1e-9), len(answered),
+                    len(perceived) / max(last_percept[0] - t0, 1e-9))
 
         await one_pass("warm-")  # the brain's encoders warm up too, as the reference's did
         # Where the brain's CPU goes per text: its encoder threads (the thalamus counts their CPU
         # time), and everything else (regions, codec, event loop), on the same cores.
-        encoder0, cpu0 = await _encoder_cpu(nc, ns), brain.cpu_seconds()
+        (encoder0, verdicts0), cpu0 = await _text_counters(nc, ns), brain.cpu_seconds()
         passes = [await one_pass(f"t{n}-") for n in range(TEXT_PASSES)]
-        encoder1, cpu1 = await _encoder_cpu(nc, ns), brain.cpu_seconds()
-    brain_rate, answered = max(passes)
-    result: dict[str, Any] = {"brain_rate": brain_rate, "brain_rates": [round(rate, 1) for rate, _ in passes],
-                              "answered": answered}
+        (encoder1, verdicts1), cpu1 = await _text_counters(nc, ns), brain.cpu_seconds()
+    brain_rate, answered, perceived_rate = max(passes)
+    result: dict[str, Any] = {"brain_rate": brain_rate, "brain_rates": [round(p[0], 1) for p in passes],
+                              "answered": answered, "perceived_rate": perceived_rate,
+                              "workspace_verdicts": dict(verdicts1 - verdicts0)}
     if encoder0 is not None and encoder1 is not None and cpu0 is not None and cpu1 is not None:
         encoders = encoder1 - encoder0
         texts = len(words) * TEXT_PASSES
@@ -462,11 +475,13 @@ async def _brain_text_rate(url: str, nc: Any, ns: str, config: Path, words: list
     return result
 
 
-async def _encoder_cpu(nc: Any, ns: str) -> float | None:
-    """CPU seconds the thalamus's encoder threads have spent so far (from its next heartbeat)."""
-    stats = (await _heartbeats(nc, ns, 1.2)).get("thalamus", {}).get("stats", {})
-    value = stats.get("encoder_cpu_s")
-    return float(value) if value is not None else None
+async def _text_counters(nc: Any, ns: str) -> tuple[float | None, Counter[str]]:
+    """From the next heartbeats: the CPU seconds the thalamus's encoder threads have spent so
+    far, and the workspace's verdicts on its bids (won, or why not)."""
+    beats = await _heartbeats(nc, ns, 1.2)
+    value = beats.get("thalamus", {}).get("stats", {}).get("encoder_cpu_s")
+    verdicts = Counter(beats.get("workspace", {}).get("stats", {}).get("verdicts", {}))
+    return (float(value) if value is not None else None), verdicts
 
 
 def _sustained_rows(label: str, s: dict[str, Any] | None) -> list[tuple[str, str, str]]:
@@ -498,6 +513,9 @@ def _print(r: dict[str, Any]) -> None:
                          f"{run['brain_rate']:.0f} / {t['encoder_batched_rate']:.0f} per s = {run['ratio']:.2f}x",
                          ">= 0.8x"))
             rows.append((f"{label}: answered", f"{run['answered']} of {t['texts']}", ""))
+            rows.append((f"{label}: perceived (thalamus out)", f"{run['perceived_rate']:.0f} per s", ""))
+            let_go = ", ".join(f"{n} {v}" for v, n in sorted(run["workspace_verdicts"].items()) if v != "won")
+            rows.append((f"{label}: let go by the workspace", let_go or "none", ""))
             if "encoder_cpu_ms_per_text" in run:
                 split = f"encoders {run['encoder_cpu_ms_per_text']:.2f} + rest {run['other_cpu_ms_per_text']:.2f} ms"
                 rows.append((f"{label}: brain CPU per text", split, ""))
