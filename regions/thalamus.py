@@ -33,7 +33,7 @@ from actors.determinism import SETTLE_SUBJECT, STEP_S
 from bus import Meta
 from bus.errors import BadInput, NoRespondersError, RequestTimeout
 from bus.models import MotorAction, NeuromodLevels, RegionOutput, Reward, SysError, TextStimulus, VectorStimulus
-from regions.encoders import Encoder, HashingEncoder, MicroBatcher, MiniLMEncoder
+from regions.encoders import Encoder, HashingEncoder, MicroBatcher, MiniLMEncoder, resolve_device
 from regions.intake import Input, IntakeQueue
 from regions.plasticity import Habituation
 
@@ -52,6 +52,16 @@ def usable_cpus(at_most: int) -> int:
     return max(1, min(at_most, cpus))
 
 
+def encoder_copies(workers: int | Literal["auto"], device: str) -> int:
+    """How many MiniLM copies `encoder_workers` makes, "auto" resolved: one per usable core on the
+    CPU (at most `MAX_AUTO_ENCODERS`), one on a GPU (which spreads each batch over its own cores)."""
+    if workers != "auto":
+        return workers
+    if resolve_device(device) == "cuda":
+        return 1
+    return usable_cpus(MAX_AUTO_ENCODERS)
+
+
 class ThalamusOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dim: Annotated[int, Field(ge=8, le=8192)] = 384
@@ -62,8 +72,8 @@ class ThalamusOptions(BaseModel):
     max_batch: Annotated[int, Field(ge=1, le=1024)] = 64
     #: Copies of the MiniLM model that encode batches at the same time, each on a thread of its
     #: own: with torch on one thread per op (`torch_threads`), this is how the encoder uses
-    #: several cores. Each copy holds about 90 MB. "auto": one per core this process may use, at
-    #: most `MAX_AUTO_ENCODERS` (the rest of the brain needs cores too).
+    #: several cores. Each copy holds about 90 MB. "auto": on the CPU one per core this process may
+    #: use, at most `MAX_AUTO_ENCODERS` (the rest of the brain needs cores too); on CUDA one.
     encoder_workers: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = "auto"
     #: Texts kept while the MiniLM encoder is still loading (several seconds after start); past
     #: this many the oldest is dropped, counted and reported. They are encoded once it is ready.
@@ -94,7 +104,7 @@ class Thalamus(Actor):
             # Loading takes 6-25 s: it runs in the background, so the thalamus subscribes and
             # heartbeats at once (and vectors pass) while texts wait in `loading`.
             self.loading = deque()
-            workers = usable_cpus(MAX_AUTO_ENCODERS) if o.encoder_workers == "auto" else o.encoder_workers
+            workers = encoder_copies(o.encoder_workers, o.device or self.device)
             encoders = [self.language_encoder() for _ in range(workers)]
             self._spawn(self._load_encoders(encoders), f"{self.name}.load_encoder", critical=True)
             # Handlers wait for their batch concurrently; otherwise each batch would hold one text.

@@ -291,10 +291,10 @@ async def test_batcher_counts_the_cpu_time_of_its_encoder_threads(busy: bool) ->
         assert stats.encode_cpu_seconds < 0.005 * stats.batches
 
 
-def test_thalamus_encoder_workers_auto_is_one_per_usable_core_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_encoder_workers_auto_is_one_per_usable_core_capped_and_one_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
 
-    from regions.thalamus import MAX_AUTO_ENCODERS, ThalamusOptions, usable_cpus
+    from regions.thalamus import MAX_AUTO_ENCODERS, ThalamusOptions, encoder_copies, usable_cpus
 
     assert ThalamusOptions().encoder_workers == "auto"
     assert ThalamusOptions(encoder_workers=3).encoder_workers == 3
@@ -306,3 +306,7 @@ def test_thalamus_encoder_workers_auto_is_one_per_usable_core_capped(monkeypatch
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     assert usable_cpus(MAX_AUTO_ENCODERS) == 3
     assert usable_cpus(1) == 1
+    assert encoder_copies("auto", "cpu") == 3
+    assert encoder_copies(5, "cpu") == 5
+    monkeypatch.setattr("regions.thalamus.resolve_device", lambda device: "cuda")
+    assert encoder_copies("auto", "auto") == 1  # one copy on a GPU
