@@ -39,7 +39,8 @@ from regions.plasticity import Habituation
 
 __all__ = ["Thalamus"]
 
-#: The most MiniLM copies `encoder_workers: auto` makes (memory, and cores left for the rest).
+#: The most MiniLM copies `encoder_workers: auto` makes (about 90 MB each, and cores left for the
+#: rest). On a 16-core machine eight passed texts on at 1,695/s, four at 1,164/s (`bench latency`).
 MAX_AUTO_ENCODERS = 8
 
 
