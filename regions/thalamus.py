@@ -142,7 +142,7 @@ class Thalamus(Actor):
             raise  # a critical task: the actor crashes and its supervisor restarts it
         self.batcher = MicroBatcher(encoders, max_batch=self.options.max_batch)
         waiting = self.loading
-        self.log.info("thalamus.encoder_ready", load_s=round(time.monotonic() - started, 2),
+        self.log.info("thalamus.encoder_ready", load_s=round(time.monotonic() - started, 2), copies=len(encoders),
                       waiting=len(waiting or ()), dropped=self.dropped_while_loading)
         # Texts that arrive while the waiting ones are encoded join the queue behind them, in order.
         while waiting:
@@ -315,6 +315,7 @@ class Thalamus(Actor):
                                  "encoder": self.options.encoder}
         if self.batcher is not None:
             batcher = self.batcher.stats
+            stats["encoder_copies"] = len(self.batcher.encoders)
             stats["mean_batch"] = round(batcher.mean_batch_size, 2)
             stats["encoder_cpu_s"] = round(batcher.encode_cpu_seconds, 3)
         if self.options.encoder == "minilm":

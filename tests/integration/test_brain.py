@@ -272,6 +272,8 @@ async def test_text_sent_while_the_encoder_loads_is_kept_and_answered(bus: Bus, 
         await eventually(lambda: beats.where(lambda b: b.state == "running"), what="a running heartbeat")
         assert "early-0" not in {a.stimulus_id for a, _ in actions.items}
         assert GatedEncoder.loads == 2 and beats.items[-1][0].restarts == 0  # one per encoder worker
+        await eventually(lambda: beats.where(lambda b: b.stats.get("encoder_copies") == 2),
+                         what="the encoder copies in a heartbeat")
     finally:
         GatedEncoder.gate.set()
         sup.request_stop()
