@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import nats
 import numpy as np
@@ -406,22 +406,20 @@ async def _text_throughput(url: str, nc: Any) -> dict[str, Any]:
 
 
 async def _brain_text_rate(url: str, nc: Any, ns: str, config: Path, words: list[str]) -> dict[str, Any]:
-    """The brain's text rate: the best of `TEXT_PASSES` passes after a warm-up pass, and where
-    its CPU went meanwhile."""
+    """The brain's text rate: the best of `TEXT_PASSES` passes after a warm-up pass; the pace of
+    the thalamus in that pass; and where the brain's CPU went meanwhile."""
     async with BrainProcess(url, ns, config) as brain:
         await _wait_ready(nc, ns, ["thalamus", "basal_ganglia", "motor"], timeout=120)
         await nc.publish(f"{ns}.env.actions", orjson.dumps({"actions": ACTIONS}))
         await nc.flush()
         await asyncio.sleep(0.2)
 
-        async def one_pass(tag: str, watch_percepts: bool = False) -> tuple[float, int, float]:
+        async def one_pass(tag: str) -> tuple[float, int, float]:
             """Send every word at once: the rate of answers up to the last one, how many were
-            answered, and (`watch_percepts`) the rate at which the thalamus perceived them
-            (encoded and passed on)."""
+            answered, and when (wall clock) the pass began."""
             answered: set[str] = set()
-            perceived: set[str] = set()
             all_in = asyncio.Event()
-            last_answer, last_percept = [0.0], [0.0]
+            last_answer = [0.0]
 
             async def on_action(msg: Any) -> None:
                 sid = orjson.loads(msg.data)["stimulus_id"]
@@ -431,16 +429,8 @@ async def _brain_text_rate(url: str, nc: Any, ns: str, config: Path, words: list
                     if len(answered) == len(words):
                         all_in.set()
 
-            async def on_percept(msg: Any) -> None:
-                sid = (msg.headers or {}).get("Bb-Sid", "")
-                if sid.startswith(tag):
-                    perceived.add(sid)
-                    last_percept[0] = time.perf_counter()
-
-            subs = [await nc.subscribe(f"{ns}.motor.action", cb=on_action)]
-            if watch_percepts:
-                subs.append(await nc.subscribe(f"{ns}.region.thalamus.out", cb=on_percept))
-            t0 = time.perf_counter()
+            sub = await nc.subscribe(f"{ns}.motor.action", cb=on_action)
+            began, t0 = time.time(), time.perf_counter()
             for i, w in enumerate(words):
                 await nc.publish(f"{ns}.stim.text", orjson.dumps({"text": w, "id": f"{tag}{i}"}))
             await nc.flush()
@@ -454,39 +444,52 @@ async def _brain_text_rate(url: str, nc: Any, ns: str, config: Path, words: list
                     await asyncio.wait_for(all_in.wait(), 1.0)
                 if answered and len(answered) == before:
                     break
-            for sub in subs:
-                await sub.unsubscribe()
-            return (len(answered) / max(last_answer[0] - t0, 1e-9), len(answered),
-                    len(perceived) / max(last_percept[0] - t0, 1e-9))
+            await sub.unsubscribe()
+            return len(answered) / max(last_answer[0] - t0, 1e-9), len(answered), began
 
         await one_pass("warm-")  # the brain's encoders warm up too, as the reference's did
-        # Where the brain's CPU goes per text: its encoder threads (the thalamus counts their CPU
-        # time), and everything else (regions, codec, event loop), on the same cores.
-        (encoder0, verdicts0), cpu0 = await _text_counters(nc, ns), brain.cpu_seconds()
-        passes = [await one_pass(f"t{n}-") for n in range(TEXT_PASSES)]
-        (encoder1, verdicts1), cpu1 = await _text_counters(nc, ns), brain.cpu_seconds()
-        # The thalamus's own pace in a pass of its own: watching its percepts (1.5 kB each) costs
-        # the server and this process CPU that the brain has in the measured passes.
-        perceived_rate = (await one_pass("p-", watch_percepts=True))[2]
-    brain_rate, answered, _ = max(passes)
+        # The counters come from heartbeats, so watching costs the measured passes nothing: the
+        # thalamus's percepts (encoded and passed on) and the time of its last one give its pace;
+        # its encoder threads' CPU time against the whole brain's says where the CPU went.
+        first, cpu0 = await _text_counters(nc, ns), brain.cpu_seconds()
+        seen = first
+        passes = []
+        for n in range(TEXT_PASSES):
+            rate, answered, began = await one_pass(f"t{n}-")
+            now = await _text_counters(nc, ns)
+            perceived = (now.perceived - seen.perceived) / max((now.last_percept_at or began) - began, 1e-9)
+            passes.append((rate, answered, perceived))
+            seen = now
+        cpu1 = brain.cpu_seconds()
+    brain_rate, answered, perceived_rate = max(passes)
     result: dict[str, Any] = {"brain_rate": brain_rate, "brain_rates": [round(p[0], 1) for p in passes],
                               "answered": answered, "perceived_rate": perceived_rate,
-                              "workspace_verdicts": dict(verdicts1 - verdicts0)}
-    if encoder0 is not None and encoder1 is not None and cpu0 is not None and cpu1 is not None:
-        encoders = encoder1 - encoder0
+                              "workspace_verdicts": dict(seen.verdicts - first.verdicts)}
+    if first.encoder_cpu_s is not None and seen.encoder_cpu_s is not None and cpu0 is not None \
+            and cpu1 is not None:
+        encoders = seen.encoder_cpu_s - first.encoder_cpu_s
         texts = len(words) * TEXT_PASSES
         result["encoder_cpu_ms_per_text"] = encoders * 1000 / texts
         result["other_cpu_ms_per_text"] = (cpu1 - cpu0 - encoders) * 1000 / texts
     return result
 
 
-async def _text_counters(nc: Any, ns: str) -> tuple[float | None, Counter[str]]:
-    """From the next heartbeats: the CPU seconds the thalamus's encoder threads have spent so
-    far, and the workspace's verdicts on its bids (won, or why not)."""
+class TextCounters(NamedTuple):
+    """What the thalamus's and the workspace's heartbeats say about texts so far."""
+
+    perceived: int  # percepts the thalamus passed on
+    last_percept_at: float | None  # wall clock of the last one
+    encoder_cpu_s: float | None  # CPU seconds of its encoder threads
+    verdicts: Counter[str]  # the workspace's verdicts on bids (won, or why not)
+
+
+async def _text_counters(nc: Any, ns: str) -> TextCounters:
     beats = await _heartbeats(nc, ns, 1.2)
-    value = beats.get("thalamus", {}).get("stats", {}).get("encoder_cpu_s")
-    verdicts = Counter(beats.get("workspace", {}).get("stats", {}).get("verdicts", {}))
-    return (float(value) if value is not None else None), verdicts
+    thalamus = beats.get("thalamus", {}).get("stats", {})
+    cpu, last = thalamus.get("encoder_cpu_s"), thalamus.get("last_percept_at")
+    return TextCounters(int(thalamus.get("perceived", 0)), float(last) if last is not None else None,
+                        float(cpu) if cpu is not None else None,
+                        Counter(beats.get("workspace", {}).get("stats", {}).get("verdicts", {})))
 
 
 def _sustained_rows(label: str, s: dict[str, Any] | None) -> list[tuple[str, str, str]]:

@@ -117,6 +117,7 @@ class Thalamus(Actor):
         self._id_prefix = f"{self.name}-" if self.deterministic else f"{self.name}-{os.getpid():x}-"
         self.out_subject = self.bus.subjects.region_out(self.name)
         self.perceived = 0
+        self.last_percept_at: float | None = None  # wall clock: a rate can be read off heartbeats
         self.gated = 0
         self.inputs: IntakeQueue | None = None
         if self.deterministic:
@@ -301,6 +302,7 @@ class Thalamus(Actor):
 
     async def _relay(self, stimulus_id: str, modality: str, vector: np.ndarray, data: dict[str, Any]) -> None:
         self.perceived += 1
+        self.last_percept_at = time.time()
         # Deterministic mode: habituation recovers on the logical clock, one step per stimulus.
         habituation = self.habituation.gain(vector, now=self.perceived * STEP_S if self.deterministic else None)
         out = RegionOutput(region=self.name, kind="percept", stimulus_id=stimulus_id, vector=vector,
@@ -311,7 +313,8 @@ class Thalamus(Actor):
         return self.loading is None
 
     def extra_stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = {"perceived": self.perceived, "gated": self.gated,
+        stats: dict[str, Any] = {"perceived": self.perceived, "last_percept_at": self.last_percept_at,
+                                 "gated": self.gated,
                                  "encoder": self.options.encoder}
         if self.batcher is not None:
             batcher = self.batcher.stats

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,8 @@ async def test_text_sent_while_the_encoder_loads_is_kept_and_answered(bus: Bus, 
         await eventually(lambda: {b.actor for b, _ in everyone.items} >= set(config.actors), within=20,
                          what="a heartbeat of every actor")
         assert beats.items[-1][0].state == "loading"
+        assert beats.items[-1][0].stats["perceived"] == 0 and beats.items[-1][0].stats["last_percept_at"] is None
+        began = time.time()
         await bus.publish("env.actions", EnvActions(actions=["left", "right"]))
         await bus.flush()
         await asyncio.sleep(0.1)
@@ -274,6 +277,9 @@ async def test_text_sent_while_the_encoder_loads_is_kept_and_answered(bus: Bus, 
         assert GatedEncoder.loads == 2 and beats.items[-1][0].restarts == 0  # one per encoder worker
         await eventually(lambda: beats.where(lambda b: b.stats.get("encoder_copies") == 2),
                          what="the encoder copies in a heartbeat")
+        # Five percepts (the vector, three texts kept, the later one) and when the last one was.
+        await eventually(lambda: beats.where(lambda b: b.stats.get("perceived") == 5), what="5 perceived")
+        assert began <= beats.where(lambda b: b.stats.get("perceived") == 5)[-1].stats["last_percept_at"] <= time.time()
     finally:
         GatedEncoder.gate.set()
         sup.request_stop()
