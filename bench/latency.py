@@ -16,117 +16,32 @@ Measured in one run, against references from the same run:
 3. text through MiniLM: the brain's sustained text rate (2,048 texts sent at once, answers over
    the time to the last one) vs the encoder's own batched throughput measured in this process;
    the two take turns, a warm-up pass each and then three, the best on each side kept (skipped
-   with --quick). Run twice too, in one process and over two.
+   with --quick; bench/text_rate.py). Run twice too, in one process and over two.
 The brain runs as a separate process (`brainbus run`), reached only over the bus.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
-import os
 import statistics
-import sys
-import tempfile
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import nats
 import numpy as np
 import orjson
-import yaml
 
+from bench.brain_process import ACTIONS, CONFIGS, SENSES, BrainProcess, heartbeats, split_config, wait_ready
+from bench.text_rate import minilm_missing, text_throughput
 from bus import EmbeddedServer
 
 __all__ = ["run_latency_bench"]
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 HOPS = 7
 #: Stimuli/s offered in the sustained test: above the 1,000/s target, so the answering rate shows
 #: what the brain can do rather than what it was given.
 SUSTAINED_OFFERED = 1250
-#: The process group of the two-process run: the senses, about half of the brain's work per stimulus.
-SENSES = ["thalamus", "language", "visual"]
-ACTIONS = ["a", "b", "c", "d"]
-
-
-class BrainProcess:
-    """`brainbus run` against our server, in its own data directory."""
-
-    def __init__(self, url: str, namespace: str, config: Path) -> None:
-        self.dir = tempfile.mkdtemp(prefix="brainbus-bench-")
-        self.args = [sys.executable, "-m", "actors.cli", "run", "--nats", url, "--namespace", namespace,
-                     "--config", str(config), "--data-dir", self.dir,
-                     "--log-level", os.environ.get("BENCH_BRAIN_LOG", "warning")]
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def __aenter__(self) -> BrainProcess:
-        log = open(Path(self.dir) / "brain.log", "wb")  # noqa: ASYNC230 (opened once, before the run)
-        self.proc = await asyncio.create_subprocess_exec(*self.args, stdout=log, stderr=log)
-        return self
-
-    def cpu_seconds(self) -> float | None:
-        """CPU time (user + system) of the brain and its process groups so far; None off Linux."""
-        if self.proc is None:
-            return None
-        try:
-            return _tree_cpu_seconds(self.proc.pid)
-        except OSError:
-            return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(2)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-
-
-def _tree_cpu_seconds(root: int) -> float:
-    """User + system CPU seconds of process `root` and its descendants (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        stats[int(entry)] = fields
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in stats:
-            total += (int(stats[pid][11]) + int(stats[pid][12])) / tick
-        todo.extend(children.get(pid, []))
-    return total
-
-
-async def _wait_ready(nc: Any, ns: str, actors: list[str], timeout: float = 60) -> None:
-    """Until each actor heartbeats, and not as `loading` (a thalamus loading its language encoder
-    heartbeats at once, and texts sent meanwhile wait for the encoder)."""
-    seen: set[str] = set()
-    sub = await nc.subscribe(f"{ns}.sys.heartbeat.*")
-    deadline = time.monotonic() + timeout
-    try:
-        while not set(actors) <= seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError(f"brain not ready: heartbeats only from {sorted(seen)}")
-            msg = await sub.next_msg(timeout=left)
-            if orjson.loads(msg.data).get("state") != "loading":
-                seen.add(msg.subject.rsplit(".", 1)[1])
-    finally:
-        await sub.unsubscribe()
 
 
 async def _raw_hop(url: str, n: int) -> float:
@@ -146,18 +61,6 @@ async def _raw_hop(url: str, n: int) -> float:
     await a.close()
     await b.close()
     return statistics.median(lat) / 2
-
-
-async def _heartbeats(nc: Any, ns: str, wait: float = 1.5) -> dict[str, dict[str, Any]]:
-    beats: dict[str, dict[str, Any]] = {}
-
-    async def keep(msg: Any) -> None:
-        beats[msg.subject.rsplit(".", 1)[1]] = orjson.loads(msg.data)
-
-    sub = await nc.subscribe(f"{ns}.sys.heartbeat.*", cb=keep)
-    await asyncio.sleep(wait)
-    await sub.unsubscribe()
-    return beats
 
 
 # The path of a vector stimulus, and the actor whose counters explain a loss after each stage.
@@ -259,7 +162,7 @@ async def _sustained(nc: Any, ns: str, rate: int, seconds: float, make: Any,
             if i == last_stage:
                 answer_times.append(time.perf_counter())
 
-    before = _losses_by_actor(await _heartbeats(nc, ns, 1.2))
+    before = _losses_by_actor(await heartbeats(nc, ns, 1.2))
     sub = await nc.subscribe(f"{ns}.>", cb=trace, pending_msgs_limit=1_000_000)
     total = int(rate * seconds)
     payloads = [make(i) for i in range(min(total, 2000))]
@@ -283,7 +186,7 @@ async def _sustained(nc: Any, ns: str, rate: int, seconds: float, make: Any,
         answered = len(answer_times)
     await sub.unsubscribe()
     cpu1 = brain.cpu_seconds() if brain is not None else None
-    after = _losses_by_actor(await _heartbeats(nc, ns, 1.2))
+    after = _losses_by_actor(await heartbeats(nc, ns, 1.2))
     lost_after = [0] * len(STAGES)
     for i in reached.values():
         lost_after[i] += 1
@@ -307,15 +210,6 @@ async def _sustained(nc: Any, ns: str, rate: int, seconds: float, make: Any,
     return result
 
 
-def _split_config(path: Path, group: list[str]) -> Path:
-    """A copy of the config at `path` with the actors of `group` in a process group of their own."""
-    config = yaml.safe_load(path.read_text())
-    config["processes"] = [{"name": "senses", "actors": group}]
-    copy = Path(tempfile.mkdtemp(prefix="brainbus-bench-")) / path.name
-    copy.write_text(yaml.safe_dump(config))
-    return copy
-
-
 async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     results: dict[str, Any] = {"benchmark": "latency", "hops": HOPS}
@@ -323,7 +217,7 @@ async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]
         nc = await nats.connect(server.url, name="bench-latency")
         ns = "lat"
         async with BrainProcess(server.url, ns, CONFIGS / "small.yaml") as brain:
-            await _wait_ready(nc, ns, ["thalamus", "language", "visual", "workspace", "prefrontal",
+            await wait_ready(nc, ns, ["thalamus", "language", "visual", "workspace", "prefrontal",
                                        "basal_ganglia", "motor", "hormones", "amygdala"])
             await nc.publish(f"{ns}.env.actions", orjson.dumps({"actions": ACTIONS}))
             await nc.flush()
@@ -342,8 +236,8 @@ async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]
         # The same brain over two OS processes (config `processes:`), the way a brain uses a
         # second core: the senses (thalamus and cortices) in one, the rest in the other.
         ns = "lat2"
-        async with BrainProcess(server.url, ns, _split_config(CONFIGS / "small.yaml", SENSES)) as brain:
-            await _wait_ready(nc, ns, ["thalamus", "language", "visual", "workspace", "prefrontal",
+        async with BrainProcess(server.url, ns, split_config(CONFIGS / "small.yaml", SENSES)) as brain:
+            await wait_ready(nc, ns, ["thalamus", "language", "visual", "workspace", "prefrontal",
                                        "basal_ganglia", "motor", "hormones", "amygdala"])
             await nc.publish(f"{ns}.env.actions", orjson.dumps({"actions": ACTIONS}))
             await nc.flush()
@@ -351,9 +245,9 @@ async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]
             results["sustained_two_processes"] = await _sustained(
                 nc, ns, SUSTAINED_OFFERED, 2.0 if quick else 5.0, vector, brain)
         if not quick:
-            missing = _minilm_missing()
+            missing = minilm_missing()
             if missing is None:
-                results["text"] = await _text_throughput(server.url, nc)
+                results["text"] = await text_throughput(server.url, nc)
             else:
                 results["text_skipped"] = missing
         await nc.close()
@@ -361,145 +255,6 @@ async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     return results
-
-
-def _minilm_missing() -> str | None:
-    """Why the text part cannot run here (the `minilm` extra is not installed), or None."""
-    from regions.encoders import MiniLMEncoder
-
-    try:
-        MiniLMEncoder.model_path()
-    except RuntimeError as exc:
-        return str(exc)
-    return None
-
-
-#: Texts per pass of the text part: long enough that the rate is the pipeline's throughput, with
-#: its start (the first answer waits for a whole encoder batch) and its end (the last texts go on
-#: through the brain after the encoders are done) a small part of the pass.
-TEXTS_PER_PASS = 2048
-#: Passes measured on each side, the best kept: a pass slowed down by other work on the machine
-#: must flatter neither the encoder nor the brain.
-TEXT_PASSES = 3
-
-
-async def _text_throughput(url: str, nc: Any) -> dict[str, Any]:
-    from regions.encoders import MiniLMEncoder
-
-    topics = ["fruit", "cars", "music", "rain"]
-    words = [f"stimulus number {i} about {topics[i % 4]}" for i in range(TEXTS_PER_PASS)]
-    encoder = MiniLMEncoder()
-    await asyncio.to_thread(encoder.load)
-
-    async def encoder_alone() -> float:
-        """One pass of the encoder alone: torch's default threads, batches of 64, back to back."""
-        t0 = time.perf_counter()
-        for i in range(0, len(words), 64):
-            await asyncio.to_thread(encoder.encode, words[i:i + 64])
-        return len(words) / (time.perf_counter() - t0)
-
-    one = await _brain_text_rate(url, nc, "txt", CONFIGS / "default.yaml", words, encoder_alone)
-    # As for vectors: the senses (the thalamus with its encoders, and the cortices) in a process
-    # of their own, so the event loop that feeds the encoders is not the one running the rest.
-    two = await _brain_text_rate(url, nc, "txt2", _split_config(CONFIGS / "default.yaml", SENSES), words,
-                                 encoder_alone)
-    return {"texts": len(words), **one, "two_processes": two}
-
-
-async def _brain_text_rate(url: str, nc: Any, ns: str, config: Path, words: list[str],
-                           encoder_alone: Callable[[], Awaitable[float]]) -> dict[str, Any]:
-    """The brain's text rate against the encoder's own, each the best of `TEXT_PASSES` passes
-    after a warm-up pass; the pace of the thalamus in the brain's best pass; and where the
-    brain's CPU went. The encoder's passes and the brain's alternate, so a change in what else
-    the machine runs meanwhile weighs on both (the brain waits idle during the encoder's)."""
-    async with BrainProcess(url, ns, config) as brain:
-        await _wait_ready(nc, ns, ["thalamus", "basal_ganglia", "motor"], timeout=120)
-        await nc.publish(f"{ns}.env.actions", orjson.dumps({"actions": ACTIONS}))
-        await nc.flush()
-        await asyncio.sleep(0.2)
-
-        async def one_pass(tag: str) -> tuple[float, int, float]:
-            """Send every word at once: the rate of answers up to the last one, how many were
-            answered, and when (wall clock) the pass began."""
-            answered: set[str] = set()
-            all_in = asyncio.Event()
-            last_answer = [0.0]
-
-            async def on_action(msg: Any) -> None:
-                sid = orjson.loads(msg.data)["stimulus_id"]
-                if sid.startswith(tag):
-                    answered.add(sid)
-                    last_answer[0] = time.perf_counter()
-                    if len(answered) == len(words):
-                        all_in.set()
-
-            sub = await nc.subscribe(f"{ns}.motor.action", cb=on_action)
-            began, t0 = time.time(), time.perf_counter()
-            for i, w in enumerate(words):
-                await nc.publish(f"{ns}.stim.text", orjson.dumps({"text": w, "id": f"{tag}{i}"}))
-            await nc.flush()
-            # Until every text is answered, or none is for a second after the first answer: the
-            # workspace lets some texts go (a near-copy of a text that just won, a bid that found no
-            # capacity for too long): counted verdicts, no action.
-            deadline = t0 + 120
-            while not all_in.is_set() and time.perf_counter() < deadline:
-                before = len(answered)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(all_in.wait(), 1.0)
-                if answered and len(answered) == before:
-                    break
-            await sub.unsubscribe()
-            return len(answered) / max(last_answer[0] - t0, 1e-9), len(answered), began
-
-        await encoder_alone()  # both warm up first
-        await one_pass("warm-")
-        # The counters come from heartbeats, so watching costs the measured passes nothing: the
-        # thalamus's percepts (encoded and passed on) and the time of its last one give its pace;
-        # its encoder threads' CPU time against the whole brain's says where the CPU went.
-        first = seen = await _text_counters(nc, ns)
-        passes, encoder_rates, brain_cpu = [], [], 0.0
-        for n in range(TEXT_PASSES):
-            encoder_rates.append(await encoder_alone())
-            cpu0 = brain.cpu_seconds()
-            rate, answered, began = await one_pass(f"t{n}-")
-            cpu1 = brain.cpu_seconds()
-            brain_cpu += (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else math.nan
-            now = await _text_counters(nc, ns)
-            perceived = (now.perceived - seen.perceived) / max((now.last_percept_at or began) - began, 1e-9)
-            passes.append((rate, answered, perceived))
-            seen = now
-    brain_rate, answered, perceived_rate = max(passes)
-    encoder_rate = max(encoder_rates)
-    result: dict[str, Any] = {"brain_rate": brain_rate, "brain_rates": [round(p[0], 1) for p in passes],
-                              "encoder_batched_rate": encoder_rate,
-                              "encoder_rates": [round(r, 1) for r in encoder_rates],
-                              "ratio": brain_rate / encoder_rate,
-                              "answered": answered, "perceived_rate": perceived_rate,
-                              "workspace_verdicts": dict(seen.verdicts - first.verdicts)}
-    if first.encoder_cpu_s is not None and seen.encoder_cpu_s is not None and math.isfinite(brain_cpu):
-        encoders = seen.encoder_cpu_s - first.encoder_cpu_s
-        texts = len(words) * TEXT_PASSES
-        result["encoder_cpu_ms_per_text"] = encoders * 1000 / texts
-        result["other_cpu_ms_per_text"] = (brain_cpu - encoders) * 1000 / texts
-    return result
-
-
-class TextCounters(NamedTuple):
-    """What the thalamus's and the workspace's heartbeats say about texts so far."""
-
-    perceived: int  # percepts the thalamus passed on
-    last_percept_at: float | None  # wall clock of the last one
-    encoder_cpu_s: float | None  # CPU seconds of its encoder threads
-    verdicts: Counter[str]  # the workspace's verdicts on bids (won, or why not)
-
-
-async def _text_counters(nc: Any, ns: str) -> TextCounters:
-    beats = await _heartbeats(nc, ns, 1.2)
-    thalamus = beats.get("thalamus", {}).get("stats", {})
-    cpu, last = thalamus.get("encoder_cpu_s"), thalamus.get("last_percept_at")
-    return TextCounters(int(thalamus.get("perceived", 0)), float(last) if last is not None else None,
-                        float(cpu) if cpu is not None else None,
-                        Counter(beats.get("workspace", {}).get("stats", {}).get("verdicts", {})))
 
 
 def _sustained_rows(label: str, s: dict[str, Any] | None) -> list[tuple[str, str, str]]:
