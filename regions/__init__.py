@@ -7,7 +7,8 @@ Actor modules are imported on demand (see actors.registry), so importing `region
 
 from regions.competition import Workspace
 from regions.encoders import HashingEncoder, MicroBatcher, MiniLMEncoder
-from regions.plasticity import Habituation, OjaFeatureMap
+from regions.habituation import Habituation
+from regions.plasticity import OjaFeatureMap
 from regions.selection import ActorCritic
 from regions.working_memory import WorkingMemory
 

@@ -34,8 +34,8 @@ from bus import Meta
 from bus.errors import BadInput, NoRespondersError, RequestTimeout
 from bus.models import MotorAction, NeuromodLevels, RegionOutput, Reward, SysError, TextStimulus, VectorStimulus
 from regions.encoders import Encoder, HashingEncoder, MicroBatcher, MiniLMEncoder, resolve_device
+from regions.habituation import Habituation
 from regions.intake import Input, IntakeQueue
-from regions.plasticity import Habituation
 
 __all__ = ["Thalamus"]
 
