@@ -6,8 +6,9 @@ Actor modules are imported on demand (see actors.registry), so importing `region
 """
 
 from regions.competition import Workspace
-from regions.encoders import HashingEncoder, MicroBatcher, MiniLMEncoder
+from regions.encoders import HashingEncoder, MiniLMEncoder
 from regions.habituation import Habituation
+from regions.microbatch import MicroBatcher
 from regions.plasticity import OjaFeatureMap
 from regions.selection import ActorCritic
 from regions.working_memory import WorkingMemory

@@ -33,9 +33,10 @@ from actors.determinism import SETTLE_SUBJECT, STEP_S
 from bus import Meta
 from bus.errors import BadInput, NoRespondersError, RequestTimeout
 from bus.models import MotorAction, NeuromodLevels, RegionOutput, Reward, SysError, TextStimulus, VectorStimulus
-from regions.encoders import Encoder, HashingEncoder, MicroBatcher, MiniLMEncoder, resolve_device
+from regions.encoders import Encoder, HashingEncoder, MiniLMEncoder, resolve_device
 from regions.habituation import Habituation
 from regions.intake import Input, IntakeQueue
+from regions.microbatch import MicroBatcher
 
 __all__ = ["Thalamus"]
 

@@ -12,14 +12,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from regions.encoders import (
-    BatcherClosedError,
-    Encoder,
-    HashingEncoder,
-    MicroBatcher,
-    MiniLMEncoder,
-    make_encoder,
-)
+from regions.encoders import Encoder, HashingEncoder, MiniLMEncoder, make_encoder
+from regions.microbatch import BatcherClosedError, MicroBatcher
 
 
 def _cos(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
