@@ -1,4 +1,4 @@
-"""Tests for regions.encoders: hashing encoder, MiniLM (slow) and the asyncio micro-batcher."""
+"""Tests for regions.encoders (hashing encoder, MiniLM: slow) and regions.microbatch (the asyncio micro-batcher)."""
 
 from __future__ import annotations
 
