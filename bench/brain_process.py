@@ -34,8 +34,9 @@ class BrainProcess:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> BrainProcess:
-        log = open(Path(self.dir) / "brain.log", "wb")  # noqa: ASYNC230 (opened once, before the run)
-        self.proc = await asyncio.create_subprocess_exec(*self.args, stdout=log, stderr=log)
+        # The brain writes to its own copy of the descriptor; ours is closed once it has one.
+        with open(Path(self.dir) / "brain.log", "wb") as log:  # noqa: ASYNC230 (opened once, before the run)
+            self.proc = await asyncio.create_subprocess_exec(*self.args, stdout=log, stderr=log)
         return self
 
     def cpu_seconds(self) -> float | None:
