@@ -1,7 +1,8 @@
 """Short-term, stimulus-specific habituation for the thalamus gate (pure compute, no bus code).
 
 A gain drops each time a similar vector (or the same key) is seen and recovers exponentially with
-time; unlike a cortex's learned familiarity (regions.plasticity), it forgets within a minute.
+time (over tens of seconds; the thalamus's default time constant is 30 s), unlike a cortex's
+learned familiarity (regions.plasticity), which lasts.
 """
 
 from __future__ import annotations
