@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nats
 import orjson
 import pytest
 
@@ -37,8 +38,6 @@ async def test_quick_latency_bench_traces_every_stimulus_and_writes_its_results(
 @pytest.mark.skipif(minilm_missing() is not None, reason="the minilm extra is not installed")
 async def test_text_part_reads_the_thalamus_pace_and_cpu_split_off_heartbeats(
         nats_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nats
-
     # A short version of the real measure: the same code, fewer texts and one pass per side.
     monkeypatch.setattr(text_rate, "TEXTS_PER_PASS", 128)
     monkeypatch.setattr(text_rate, "TEXT_PASSES", 1)
