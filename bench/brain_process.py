@@ -14,11 +14,23 @@ from typing import Any
 import orjson
 import yaml
 
-__all__ = ["ACTIONS", "CONFIGS", "SENSES", "BrainProcess", "heartbeats", "split_config", "wait_ready"]
+__all__ = ["ACTIONS", "ALL_ACTORS", "CONFIGS", "LAYOUTS", "BrainProcess", "heartbeats", "layout_config", "wait_ready"]
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-#: The process group of the two-process runs: the senses, about half of the brain's work per stimulus.
-SENSES = ["thalamus", "language", "visual"]
+#: The actors of the default and the small brain, all of which must heartbeat before a bench starts.
+ALL_ACTORS = ["thalamus", "language", "visual", "workspace", "prefrontal", "basal_ganglia", "motor",
+              "hormones", "amygdala"]
+#: How the benches lay a brain over OS processes (config `processes:`; what is in no group runs in
+#: the main process): all in one; the senses apart (thalamus and cortices: about half of the work
+#: per stimulus, and the MiniLM encoders); and spread, one process for each stage of the path,
+#: for machines with cores to spare. Each process has an event loop of its own, and each stage
+#: boundary costs a hop through nats-server; on two cores the processes only take turns.
+LAYOUTS: dict[str, dict[str, list[str]]] = {
+    "one_process": {},
+    "two_processes": {"senses": ["thalamus", "language", "visual"]},
+    "spread": {"thalamus": ["thalamus"], "cortices": ["language", "visual"], "workspace": ["workspace"],
+               "prefrontal": ["prefrontal"], "action": ["basal_ganglia", "motor"]},
+}
 #: The repertoire the benchmarks declare.
 ACTIONS = ["a", "b", "c", "d"]
 
@@ -111,10 +123,14 @@ async def heartbeats(nc: Any, ns: str, wait: float = 1.5) -> dict[str, dict[str,
     return beats
 
 
-def split_config(path: Path, group: list[str]) -> Path:
-    """A copy of the config at `path` with the actors of `group` in a process group of their own."""
+def layout_config(path: Path, layout: str) -> Path:
+    """The config at `path` laid out as `LAYOUTS[layout]` says: itself for one process, else a
+    copy with those process groups."""
+    groups = LAYOUTS[layout]
+    if not groups:
+        return path
     config = yaml.safe_load(path.read_text())
-    config["processes"] = [{"name": "senses", "actors": group}]
+    config["processes"] = [{"name": name, "actors": actors} for name, actors in groups.items()]
     copy = Path(tempfile.mkdtemp(prefix="brainbus-bench-")) / path.name
     copy.write_text(yaml.safe_dump(config))
     return copy

@@ -12,11 +12,12 @@ Measured in one run, against references from the same run:
    actor of the next stage (mailbox drops, rejections, workspace losers, gated in sleep) — what is
    not is "uncounted" and must be zero; the brain's CPU time per answer (its process and its
    process groups) is reported too, as the figure least moved by other work on the machine.
-   Run twice: the brain in one process, then over two (`processes:`, the senses apart);
+   Run three times: the brain in one process, over two (`processes:`, the senses apart), and
+   spread over one process per stage (bench/brain_process.py `LAYOUTS`);
 3. text through MiniLM: the brain's sustained text rate (2,048 texts sent at once, answers over
    the time to the last one) vs the encoder's own batched throughput measured in this process;
    the two take turns, a warm-up pass each and then three, the best on each side kept (skipped
-   with --quick; bench/text_rate.py). Run twice too, in one process and over two.
+   with --quick; bench/text_rate.py). Run in the three layouts too.
 The brain runs as a separate process (`brainbus run`), reached only over the bus.
 """
 
@@ -32,7 +33,16 @@ import nats
 import numpy as np
 import orjson
 
-from bench.brain_process import ACTIONS, CONFIGS, SENSES, BrainProcess, heartbeats, split_config, wait_ready
+from bench.brain_process import (
+    ACTIONS,
+    ALL_ACTORS,
+    CONFIGS,
+    LAYOUTS,
+    BrainProcess,
+    heartbeats,
+    layout_config,
+    wait_ready,
+)
 from bench.text_rate import minilm_missing, text_throughput
 from bus import EmbeddedServer
 
@@ -42,6 +52,9 @@ HOPS = 7
 #: Stimuli/s offered in the sustained test: above the 1,000/s target, so the answering rate shows
 #: what the brain can do rather than what it was given.
 SUSTAINED_OFFERED = 1250
+#: Where each layout's sustained run goes in the results.
+_SUSTAINED_KEYS = {"one_process": "sustained", "two_processes": "sustained_two_processes",
+                   "spread": "sustained_spread"}
 
 
 async def _raw_hop(url: str, n: int) -> float:
@@ -215,35 +228,28 @@ async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]
     results: dict[str, Any] = {"benchmark": "latency", "hops": HOPS}
     async with EmbeddedServer() as server:
         nc = await nats.connect(server.url, name="bench-latency")
-        ns = "lat"
-        async with BrainProcess(server.url, ns, CONFIGS / "small.yaml") as brain:
-            await wait_ready(nc, ns, ["thalamus", "language", "visual", "workspace", "prefrontal",
-                                       "basal_ganglia", "motor", "hormones", "amygdala"])
-            await nc.publish(f"{ns}.env.actions", orjson.dumps({"actions": ACTIONS}))
-            await nc.flush()
-            await asyncio.sleep(0.2)
-            hop = await _raw_hop(server.url, 300 if quick else 1000)
-            closed = await _closed_loop(nc, ns, 200 if quick else 1000, rng)
-            closed["raw_hop_ms"] = hop * 1000
-            closed["ratio_to_raw_path"] = closed["p50_ex_window_ms"] / (HOPS * hop * 1000)
-            results["closed_loop"] = closed
 
-            def vector(i: int) -> tuple[str, Any]:
-                vec = rng.standard_normal(384).astype(np.float32).tolist()
-                return "vector", lambda j, v=vec: orjson.dumps({"vector": v, "id": f"s{j}"})
+        def vector(i: int) -> tuple[str, Any]:
+            vec = rng.standard_normal(384).astype(np.float32).tolist()
+            return "vector", lambda j, v=vec: orjson.dumps({"vector": v, "id": f"s{j}"})
 
-            results["sustained"] = await _sustained(nc, ns, SUSTAINED_OFFERED, 2.0 if quick else 5.0, vector, brain)
-        # The same brain over two OS processes (config `processes:`), the way a brain uses a
-        # second core: the senses (thalamus and cortices) in one, the rest in the other.
-        ns = "lat2"
-        async with BrainProcess(server.url, ns, split_config(CONFIGS / "small.yaml", SENSES)) as brain:
-            await wait_ready(nc, ns, ["thalamus", "language", "visual", "workspace", "prefrontal",
-                                       "basal_ganglia", "motor", "hormones", "amygdala"])
-            await nc.publish(f"{ns}.env.actions", orjson.dumps({"actions": ACTIONS}))
-            await nc.flush()
-            await asyncio.sleep(0.2)
-            results["sustained_two_processes"] = await _sustained(
-                nc, ns, SUSTAINED_OFFERED, 2.0 if quick else 5.0, vector, brain)
+        # The same brain laid out three ways (bench/brain_process.py `LAYOUTS`): in one process,
+        # the senses apart, and spread over one process per stage, the ways a brain uses more cores.
+        for layout in LAYOUTS:
+            ns = f"lat-{layout.replace('_', '-')}"
+            async with BrainProcess(server.url, ns, layout_config(CONFIGS / "small.yaml", layout)) as brain:
+                await wait_ready(nc, ns, ALL_ACTORS)
+                await nc.publish(f"{ns}.env.actions", orjson.dumps({"actions": ACTIONS}))
+                await nc.flush()
+                await asyncio.sleep(0.2)
+                if layout == "one_process":
+                    hop = await _raw_hop(server.url, 300 if quick else 1000)
+                    closed = await _closed_loop(nc, ns, 200 if quick else 1000, rng)
+                    closed["raw_hop_ms"] = hop * 1000
+                    closed["ratio_to_raw_path"] = closed["p50_ex_window_ms"] / (HOPS * hop * 1000)
+                    results["closed_loop"] = closed
+                results[_SUSTAINED_KEYS[layout]] = await _sustained(
+                    nc, ns, SUSTAINED_OFFERED, 2.0 if quick else 5.0, vector, brain)
         if not quick:
             missing = minilm_missing()
             if missing is None:
@@ -278,10 +284,11 @@ def _print(r: dict[str, Any]) -> None:
         (f"brain p50 / ({HOPS} raw hops)", f"{c['ratio_to_raw_path']:.1f}x", ""),
         *_sustained_rows("sustained", s),
         *_sustained_rows("  two processes", r.get("sustained_two_processes")),
+        *_sustained_rows("  spread", r.get("sustained_spread")),
     ]
     if "text" in r:
         t = r["text"]
-        for label, run in (("text via MiniLM", t), ("  two processes", t["two_processes"])):
+        for label, run in (("text via MiniLM", t), ("  two processes", t["two_processes"]), ("  spread", t["spread"])):
             rows.append((f"{label}: brain / encoder",
                          f"{run['brain_rate']:.0f} / {run['encoder_batched_rate']:.0f} per s = {run['ratio']:.2f}x",
                          ">= 0.8x"))
@@ -297,8 +304,9 @@ def _print(r: dict[str, Any]) -> None:
     width = max(len(a) for a, _, _ in rows)
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>28}  {target}")
-    for layout, run in (("one process", s), ("two processes", r.get("sustained_two_processes"))):
+    for layout, key in _SUSTAINED_KEYS.items():
+        run = r.get(key)
         for stage in run["stages"] if run else ():
             if stage["stimuli"]:
-                print(f"  {layout}: {stage['stimuli']} stimuli stopped after {stage['last_reached']}; "
-                      f"{stage['explained_by']} counted {stage['counted']} drops/losses")
+                print(f"  {layout.replace('_', ' ')}: {stage['stimuli']} stimuli stopped after "
+                      f"{stage['last_reached']}; {stage['explained_by']} counted {stage['counted']} drops/losses")

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from bench.brain_process import ACTIONS, CONFIGS, SENSES, BrainProcess, heartbeats, split_config, wait_ready
+from bench.brain_process import ACTIONS, CONFIGS, LAYOUTS, BrainProcess, heartbeats, layout_config, wait_ready
 
 __all__ = ["minilm_missing", "text_throughput"]
 
@@ -40,8 +40,8 @@ TEXT_PASSES = 3
 
 
 async def text_throughput(url: str, nc: Any) -> dict[str, Any]:
-    """Texts through the brain in one process (the top level of the result) and over two
-    (`two_processes`), each against the encoder alone."""
+    """Texts through the brain in one process (the top level of the result), over two
+    (`two_processes`) and spread (`spread`), each against the encoder alone."""
     from regions.encoders import MiniLMEncoder
 
     topics = ["fruit", "cars", "music", "rain"]
@@ -56,12 +56,13 @@ async def text_throughput(url: str, nc: Any) -> dict[str, Any]:
             await asyncio.to_thread(encoder.encode, words[i:i + 64])
         return len(words) / (time.perf_counter() - t0)
 
-    one = await _brain_text_rate(url, nc, "txt", CONFIGS / "default.yaml", words, encoder_alone)
-    # As for vectors: the senses (the thalamus with its encoders, and the cortices) in a process
-    # of their own, so the event loop that feeds the encoders is not the one running the rest.
-    two = await _brain_text_rate(url, nc, "txt2", split_config(CONFIGS / "default.yaml", SENSES), words,
-                                 encoder_alone)
-    return {"texts": len(words), **one, "two_processes": two}
+    # In the layouts of the vector part: in one process (the top level of the result), then the
+    # senses (the thalamus with its encoders, and the cortices) apart, so the event loop that
+    # feeds the encoders is not the one running the rest, then one process per stage.
+    runs = {layout: await _brain_text_rate(url, nc, f"txt-{layout.replace('_', '-')}",
+                                           layout_config(CONFIGS / "default.yaml", layout), words, encoder_alone)
+            for layout in LAYOUTS}
+    return {"texts": len(words), **runs.pop("one_process"), **runs}
 
 
 async def _brain_text_rate(url: str, nc: Any, ns: str, config: Path, words: list[str],

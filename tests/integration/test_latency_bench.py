@@ -24,7 +24,7 @@ async def test_quick_latency_bench_traces_every_stimulus_and_writes_its_results(
     closed = results["closed_loop"]
     assert 0 < closed["p50_ex_window_ms"] <= closed["p99_ex_window_ms"]
     assert closed["raw_hop_ms"] > 0
-    for layout in ("sustained", "sustained_two_processes"):
+    for layout in ("sustained", "sustained_two_processes", "sustained_spread"):
         run = results[layout]
         # Every stimulus that got no answer stopped at a stage whose next actor counted it.
         assert run["uncounted"] == 0, run["stages"]
@@ -46,7 +46,7 @@ async def test_text_part_reads_the_thalamus_pace_and_cpu_split_off_heartbeats(
         result = await text_throughput(nats_server.url, nc)
     finally:
         await nc.close()
-    for run in (result, result["two_processes"]):
+    for run in (result, result["two_processes"], result["spread"]):
         assert run["encoder_batched_rate"] > 0 and len(run["encoder_rates"]) == 1
         assert run["ratio"] == pytest.approx(run["brain_rate"] / run["encoder_batched_rate"])
         # Texts the workspace lets go are counted by verdict; every other one is answered.
