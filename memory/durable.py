@@ -1,38 +1,32 @@
-"""Crash-safe persistence for one hippocampal shard: an append-only log plus atomic snapshots.
+"""Crash-safe persistence for one hippocampal shard: the append-only log (memory.episode_log)
+plus atomic snapshots (memory.snapshot), and recovery from both.
 
 Durability contract: an episode is acknowledged only after :meth:`ShardPersistence.log_add`
 returned, which means its log record was fsynced. A crash (kill -9, power loss) can then only
-tear the record being written when it happened; replay stops at the first frame that fails its
-length or CRC check, so that unacknowledged tail is dropped and everything before it survives.
+tear the record being written when it happened; replay drops that unacknowledged tail and keeps
+everything before it.
 
 On-disk layout of a shard directory::
 
     log-<first seq, 20 digits>.bin    log segments; a checkpoint starts a new one
     snap-<last seq, 20 digits>.snap   snapshots; the newest ``keep_snapshots`` are kept
-
-Log frame: ``[u32 magic<<24 | payload_len][u32 crc32(word0 + payload)][payload]`` with payload
-``[u64 seq][u8 kind][data]`` (all little endian). Snapshot: ``magic | u32 header_len | JSON
-header | raw numpy bytes | sha256 of everything before it``. No pickle anywhere: a snapshot can
-only ever produce plain numeric/bytes arrays.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import struct
-import zlib
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 import structlog
 
+from memory.episode_log import KIND_ADD, KIND_REMOVE, EpisodeLog, LogRecord, LogReport, fsync_dir
 from memory.episodes import Episode
+from memory.snapshot import CorruptSnapshot, Snapshot
 from memory.store import StoreFull, StoreState, VectorStore
 
 __all__ = [
@@ -48,365 +42,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger("memory.durable")
-
-_FRAME = struct.Struct("<II")
-_LOG_MAGIC = 0xB5
-_MAX_PAYLOAD = (1 << 24) - 1  # the length shares its u32 with the magic byte
-_REC_HEAD = struct.Struct("<QB")
-
-_SNAP_MAGIC = b"BBSNAP1\n"
-_SNAP_HEADER_LEN = struct.Struct("<I")
-_DIGEST = 32
-
-KIND_ADD = 1
-"""Log record kind: ``data`` is one :meth:`Episode.to_bytes`."""
-KIND_REMOVE = 2
-"""Log record kind: ``data`` is little-endian int64 episode ids (eviction, pruning, removal)."""
-
-
-# fdatasync skips the inode timestamps but still flushes the size an append changed.
-_datasync = getattr(os, "fdatasync", os.fsync)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a create/rename/unlink in ``directory`` durable (the entry lives in the directory)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# ---------------------------------------------------------------------------- log
-
-
-class LogRecord(NamedTuple):
-    """One log entry: a sequence number, a kind tag and opaque bytes."""
-
-    seq: int
-    kind: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class LogReport:
-    """Outcome of reading a log file.
-
-    Attributes:
-        records_ok: Records read intact before the first bad frame (or the end).
-        bytes_dropped: Bytes after the last intact record (0 for a clean log).
-        reason: Why reading stopped early, or None for a clean end of file.
-        valid_bytes: Length of the intact prefix; :meth:`EpisodeLog.repair` truncates to it.
-    """
-
-    records_ok: int
-    bytes_dropped: int
-    reason: str | None
-    valid_bytes: int = 0
-
-
-def encode_record(record: LogRecord) -> bytes:
-    """Frame one record (exposed for tests that forge corrupt logs)."""
-    payload = _REC_HEAD.pack(record.seq, record.kind) + record.data
-    if len(payload) > _MAX_PAYLOAD:
-        raise ValueError(f"log record seq={record.seq} is {len(payload)} bytes, limit {_MAX_PAYLOAD}")
-    word0 = (_LOG_MAGIC << 24) | len(payload)
-    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<I", word0)))
-    return _FRAME.pack(word0, crc) + payload
-
-
-class EpisodeLog:
-    """Append-only file of CRC-framed records with group commit.
-
-    Not thread-safe; one writer per file (the shard actor).
-
-    Args:
-        path: The log file; created on first append.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.last_report: LogReport | None = None
-        self._fd: int | None = None
-        self._verified = False  # the file is known to end on a record boundary
-
-    def __enter__(self) -> EpisodeLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the append handle (reading needs none)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def size(self) -> int:
-        """Current file size in bytes (0 if the file does not exist)."""
-        try:
-            return self.path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def append(self, records: Iterable[LogRecord], sync: bool = True) -> int:
-        """Append records with one write and (if ``sync``) one fsync for the whole batch.
-
-        The first append on a file that was not verified runs :meth:`repair`, because records
-        written after a torn tail would be unreachable on replay.
-
-        Returns:
-            The number of bytes appended.
-
-        Raises:
-            OSError: If writing or syncing fails; a partially written batch is truncated away
-                first, so the log still ends on a record boundary.
-        """
-        buf = b"".join(encode_record(r) for r in records)
-        if not buf:
-            return 0
-        if not self._verified:
-            self.repair()
-        fd = self._open_for_append()
-        start = os.fstat(fd).st_size
-        try:
-            view = memoryview(buf)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if sync:
-                _datasync(fd)
-        except BaseException:
-            # Keep the file on a record boundary so the next batch is reachable.
-            try:
-                os.ftruncate(fd, start)
-            except OSError:
-                self._verified = False
-            raise
-        return len(buf)
-
-    def create(self) -> None:
-        """Create the file (durably) if it does not exist; an empty file needs no verification."""
-        self._open_for_append()
-        if self.size() == 0:
-            self._verified = True
-
-    def _open_for_append(self) -> int:
-        if self._fd is None:
-            existed = self.path.exists()
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            if not existed:
-                _fsync_dir(self.path.parent)
-        return self._fd
-
-    def replay(self) -> Generator[LogRecord, None, LogReport]:
-        """Yield intact records in order, stopping at a truncated or corrupt frame.
-
-        Never raises on bad data: when the generator finishes, :attr:`last_report` (also the
-        generator's return value) says how many records were read and what was dropped.
-        """
-        ok = 0
-        good_end = 0
-        reason: str | None = None
-        try:
-            f = open(self.path, "rb")  # closed in the finally below; a with-block cannot span yields cleanly
-        except FileNotFoundError:
-            self.last_report = LogReport(0, 0, None, 0)
-            return self.last_report
-        try:
-            size = os.fstat(f.fileno()).st_size
-            while True:
-                head = f.read(_FRAME.size)
-                if not head:
-                    break
-                if len(head) < _FRAME.size:
-                    reason = f"truncated frame header at offset {good_end}"
-                    break
-                word0, crc = _FRAME.unpack(head)
-                if word0 >> 24 != _LOG_MAGIC:
-                    reason = f"bad frame magic 0x{word0 >> 24:02x} at offset {good_end}"
-                    break
-                length = word0 & _MAX_PAYLOAD
-                payload = f.read(length)
-                if len(payload) < length:
-                    reason = f"truncated record at offset {good_end}: {len(payload)} of {length} bytes"
-                    break
-                if zlib.crc32(payload, zlib.crc32(head[:4])) != crc:
-                    reason = f"crc mismatch in record at offset {good_end}"
-                    break
-                if length < _REC_HEAD.size:
-                    reason = f"record at offset {good_end} too short for its header ({length} bytes)"
-                    break
-                seq, kind = _REC_HEAD.unpack_from(payload, 0)
-                good_end += _FRAME.size + length
-                ok += 1
-                yield LogRecord(seq, kind, payload[_REC_HEAD.size :])
-        finally:
-            f.close()
-        dropped = size - good_end
-        if reason is None and dropped:
-            reason = f"file shrank or grew while reading; {dropped} bytes after offset {good_end}"
-        self.last_report = LogReport(ok, dropped, reason, good_end)
-        if reason is not None:
-            log.warning(
-                "memory.log_truncated",
-                path=str(self.path),
-                bytes_dropped=dropped,
-                reason=reason,
-                records_ok=ok,
-            )
-        else:
-            self._verified = True
-        return self.last_report
-
-    def scan(self) -> LogReport:
-        """Read the whole log without keeping records and return the report."""
-        for _ in self.replay():
-            pass
-        assert self.last_report is not None
-        return self.last_report
-
-    def repair(self) -> LogReport:
-        """Truncate a torn or corrupt tail so appends continue on a record boundary.
-
-        Returns:
-            The report of the scan that found the bad tail (``bytes_dropped`` were removed).
-        """
-        report = self.scan()
-        if report.bytes_dropped:
-            with open(self.path, "r+b") as f:
-                f.truncate(report.valid_bytes)
-                f.flush()
-                os.fsync(f.fileno())
-            log.warning(
-                "memory.log_repaired",
-                path=str(self.path),
-                bytes_dropped=report.bytes_dropped,
-                records_ok=report.records_ok,
-            )
-        self._verified = True
-        return report
-
-
-# ---------------------------------------------------------------------------- snapshots
-
-
-class CorruptSnapshot(ValueError):
-    """A snapshot file failed verification; the message names the file and the check."""
-
-
-def _write_array(f: Any, arr: npt.NDArray[Any], hasher: Any) -> None:
-    """Write an array's raw bytes (C order) and feed them to the checksum."""
-    raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-    mv = raw.data
-    f.write(mv)
-    hasher.update(mv)
-
-
-class Snapshot:
-    """Atomic, checksummed snapshot files of a :class:`StoreState`."""
-
-    @staticmethod
-    def write(path: str | os.PathLike[str], store_state: StoreState) -> Path:
-        """Write ``store_state`` to ``path`` atomically.
-
-        Written to a temporary file in the same directory, fsynced, renamed over ``path`` with
-        ``os.replace`` and the directory fsynced, so a crash leaves either the old file or the
-        complete new one, never a mix.
-
-        Returns:
-            The final path.
-        """
-        path = Path(path)
-        entries: list[dict[str, Any]] = []
-        offset = 0
-        for name, arr in store_state.arrays.items():
-            if arr.dtype.hasobject:
-                raise ValueError(f"snapshot array {name!r} has object dtype, which cannot be stored")
-            entries.append(
-                {
-                    "name": name,
-                    "dtype": arr.dtype.str,
-                    "shape": list(arr.shape),
-                    "offset": offset,
-                    "nbytes": arr.nbytes,
-                }
-            )
-            offset += arr.nbytes
-        header = orjson.dumps({"format": 1, "meta": store_state.meta, "arrays": entries})
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        hasher = hashlib.sha256()
-        try:
-            with open(tmp, "wb") as f:
-                for part in (_SNAP_MAGIC, _SNAP_HEADER_LEN.pack(len(header)), header):
-                    f.write(part)
-                    hasher.update(part)
-                for arr in store_state.arrays.values():
-                    _write_array(f, arr, hasher)
-                f.write(hasher.digest())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
-        return path
-
-    @staticmethod
-    def load(path: str | os.PathLike[str]) -> StoreState:
-        """Read and verify a snapshot.
-
-        Raises:
-            CorruptSnapshot: If the file is truncated, has a bad magic, fails its sha256 or has
-                an inconsistent header; the message names the file and the failed check.
-            FileNotFoundError: If the file does not exist.
-        """
-        path = Path(path)
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            buf = bytearray(size)
-            got = f.readinto(buf)
-        if got != size:
-            raise CorruptSnapshot(f"snapshot {path}: read {got} of {size} bytes")
-        fixed = len(_SNAP_MAGIC) + _SNAP_HEADER_LEN.size + _DIGEST
-        if size < fixed:
-            raise CorruptSnapshot(f"snapshot {path}: only {size} bytes, too short to be a snapshot")
-        if bytes(buf[: len(_SNAP_MAGIC)]) != _SNAP_MAGIC:
-            raise CorruptSnapshot(f"snapshot {path}: bad magic {bytes(buf[:8])!r}")
-        view = memoryview(buf)
-        if hashlib.sha256(view[:-_DIGEST]).digest() != bytes(view[-_DIGEST:]):
-            raise CorruptSnapshot(f"snapshot {path}: sha256 checksum mismatch (corrupt or truncated file)")
-        (head_len,) = _SNAP_HEADER_LEN.unpack_from(view, len(_SNAP_MAGIC))
-        head_start = len(_SNAP_MAGIC) + _SNAP_HEADER_LEN.size
-        body_start = head_start + head_len
-        body_len = size - _DIGEST - body_start
-        if body_len < 0:
-            raise CorruptSnapshot(f"snapshot {path}: header length {head_len} runs past the end")
-        try:
-            header = orjson.loads(view[head_start:body_start])
-            meta = header["meta"]
-            arrays: dict[str, npt.NDArray[Any]] = {}
-            for e in header["arrays"]:
-                dtype = np.dtype(e["dtype"])
-                if dtype.hasobject:
-                    raise ValueError(f"array {e['name']!r} has object dtype")
-                shape = tuple(int(s) for s in e["shape"])
-                off, nbytes = int(e["offset"]), int(e["nbytes"])
-                if off < 0 or off + nbytes > body_len or nbytes != int(np.prod(shape)) * dtype.itemsize:
-                    raise ValueError(f"array {e['name']!r} extent/shape inconsistent")
-                # Views into the writable bytearray: no copy, and torch.from_numpy accepts them.
-                arrays[str(e["name"])] = np.frombuffer(
-                    buf, dtype=dtype, count=int(np.prod(shape)), offset=body_start + off
-                ).reshape(shape)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise CorruptSnapshot(f"snapshot {path}: malformed header: {exc}") from exc
-        if not isinstance(meta, dict):
-            raise CorruptSnapshot(f"snapshot {path}: header meta is not an object")
-        return StoreState(meta=meta, arrays=arrays)
-
-
-# ---------------------------------------------------------------------------- shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,4 +364,4 @@ class ShardPersistence:
             # A segment's records end right before the next segment starts.
             if next_start - 1 <= oldest and next_start <= self._log_start:
                 path.unlink(missing_ok=True)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)

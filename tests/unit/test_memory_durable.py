@@ -1,4 +1,4 @@
-"""Unit tests for shard persistence (memory.durable): framed log, snapshots, recovery."""
+"""Unit tests for shard persistence: the framed log, snapshots, recovery (memory.durable)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory import durable
+from memory import episode_log, snapshot
 from memory.durable import (
     KIND_ADD,
     CorruptSnapshot,
@@ -62,14 +62,14 @@ def test_truncated_tail_drops_only_last_record(tmp_path: Path) -> None:
     assert report is not None
     assert got == _records(99)
     assert report.records_ok == 99
-    assert report.bytes_dropped == len(durable.encode_record(_records(1, start=100)[0])) - 7
+    assert report.bytes_dropped == len(episode_log.encode_record(_records(1, start=100)[0])) - 7
     assert report.reason is not None and "truncated" in report.reason
 
 
 def test_flipped_byte_stops_at_corrupt_record_and_repair_continues(tmp_path: Path) -> None:
     path = tmp_path / "a.bin"
     log = _write_log(path, 100)
-    sizes = [len(durable.encode_record(r)) for r in _records(100)]
+    sizes = [len(episode_log.encode_record(r)) for r in _records(100)]
     offset = sum(sizes[:50])  # start of record 51
     data = bytearray(path.read_bytes())
     data[offset + 12] ^= 0x40  # inside record 51's payload
@@ -129,7 +129,7 @@ def test_snapshot_write_failure_keeps_old_file(tmp_path: Path, monkeypatch: pyte
     before = path.read_bytes()
     store.add([Episode(-1, np.ones(DIM))])
     calls = {"n": 0}
-    real = durable._write_array
+    real = snapshot._write_array
 
     def failing(f: object, arr: np.ndarray, hasher: object) -> None:
         calls["n"] += 1
@@ -137,7 +137,7 @@ def test_snapshot_write_failure_keeps_old_file(tmp_path: Path, monkeypatch: pyte
             raise OSError("disk full (injected)")
         real(f, arr, hasher)
 
-    monkeypatch.setattr(durable, "_write_array", failing)
+    monkeypatch.setattr(snapshot, "_write_array", failing)
     with pytest.raises(OSError, match="injected"):
         Snapshot.write(path, store.export_state())
     assert path.read_bytes() == before
