@@ -52,9 +52,6 @@ HOPS = 7
 #: Stimuli/s offered in the sustained test: above the 1,000/s target, so the answering rate shows
 #: what the brain can do rather than what it was given.
 SUSTAINED_OFFERED = 1250
-#: Where each layout's sustained run goes in the results.
-_SUSTAINED_KEYS = {"one_process": "sustained", "two_processes": "sustained_two_processes",
-                   "spread": "sustained_spread"}
 
 
 async def _raw_hop(url: str, n: int) -> float:
@@ -248,7 +245,7 @@ async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]
                     closed["raw_hop_ms"] = hop * 1000
                     closed["ratio_to_raw_path"] = closed["p50_ex_window_ms"] / (HOPS * hop * 1000)
                     results["closed_loop"] = closed
-                results[_SUSTAINED_KEYS[layout]] = await _sustained(
+                results[_sustained_key(layout)] = await _sustained(
                     nc, ns, SUSTAINED_OFFERED, 2.0 if quick else 5.0, vector, brain)
         if not quick:
             missing = minilm_missing()
@@ -261,6 +258,11 @@ async def run_latency_bench(out: Path, *, quick: bool = False) -> dict[str, Any]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     return results
+
+
+def _sustained_key(layout: str) -> str:
+    """Where a layout's sustained run goes in the results (one process: the top-level `sustained`)."""
+    return "sustained" if layout == "one_process" else f"sustained_{layout}"
 
 
 def _sustained_rows(label: str, s: dict[str, Any] | None) -> list[tuple[str, str, str]]:
@@ -304,8 +306,8 @@ def _print(r: dict[str, Any]) -> None:
     width = max(len(a) for a, _, _ in rows)
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>28}  {target}")
-    for layout, key in _SUSTAINED_KEYS.items():
-        run = r.get(key)
+    for layout in LAYOUTS:
+        run = r.get(_sustained_key(layout))
         for stage in run["stages"] if run else ():
             if stage["stimuli"]:
                 print(f"  {layout.replace('_', ' ')}: {stage['stimuli']} stimuli stopped after "
