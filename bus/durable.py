@@ -15,6 +15,14 @@ down or restarting therefore processes what arrived meanwhile, each message once
 of a message already handled (an acknowledgement lost with a connection) are recognized by
 stream sequence and message id and acknowledged again without running the handler.
 
+What can never be handled is not redelivered: a message the codec rejects is terminated at once
+and reported (the actor counts it as rejected), and one whose handler crashed
+`MAX_HANDLER_FAILURES` times is terminated and reported too, so a poison message restarts its
+actor a bounded number of times instead of until JetStream's own limit.
+
+The stream is bounded in count, age and bytes, and refuses a message larger than any consumer
+would accept (`MAX_MSG_SIZE`): the publisher gets the error, and the stream does not grow.
+
 Backlog replay must wait until the actors downstream of the intake are subscribed (core NATS
 would drop the intake's output otherwise): a supervisor holds the intake of its connection with
 `hold_intake` while it starts its children and opens it with `open_intake` once all are up.
@@ -48,11 +56,14 @@ from bus import codec
 from bus.client import Bus
 from bus.codec import Meta
 from bus.errors import BadInput, BusError, DecodeError
-from bus.models import Message, model_for_subject
+from bus.models import Message, SysError, model_for_subject
 
 __all__ = [
     "DURABLE_PREFIX",
     "INTAKE_SUBJECTS",
+    "MAX_BYTES",
+    "MAX_HANDLER_FAILURES",
+    "MAX_MSG_SIZE",
     "Ack",
     "DurableIntake",
     "PublishResult",
@@ -76,14 +87,28 @@ DUPLICATE_WINDOW_S = 120.0
 #: How long the stream keeps intake nobody consumed (seconds): a day.
 MAX_AGE_S = 86_400.0
 MAX_MSGS = 1_000_000
+#: The largest message the stream stores: a body the codec accepts (codec.MAX_BODY) plus room
+#: for its header block (brainbus writes about 200 bytes of headers). A larger one would be
+#: rejected by every consumer, so the stream refuses it at publish instead of keeping it.
+MAX_MSG_SIZE = codec.MAX_BODY + 8 * 1024
+#: The stream's size on disk, oldest dropped first beyond it. Intake is a few hundred bytes a
+#: message (a text stimulus, a reward), so 256 MiB keeps far more than a day of any sane world;
+#: the bound is there so that a flood of large messages cannot fill the disk of the brain's
+#: server (JetStream stores the stream in the brain's data directory).
+MAX_BYTES = 256 * 1024 * 1024
 #: Seconds a delivered message may stay unacknowledged (waiting in a mailbox) before redelivery.
 ACK_WAIT_S = 30.0
 #: Seconds one pull request waits for messages. It bounds how long `stop()` waits for the last
 #: pull to come back: a pull abandoned in flight would have its messages delivered to nobody and
 #: redelivered only after ACK_WAIT_S.
 FETCH_WAIT_S = 0.5
-#: Deliveries of one message before JetStream gives up on it (a message that crashes its actor).
+#: Deliveries of one message before JetStream gives up on it: a backstop for MAX_HANDLER_FAILURES,
+#: whose count a process restart forgets.
 MAX_DELIVER = 5
+#: Handler crashes on one message before it is given up (terminated, reported, not redelivered).
+#: Each crash restarts the actor; three stay below the supervisor's default restart intensity
+#: (more than 5 failures within its window), so one poison message cannot bring the brain down.
+MAX_HANDLER_FAILURES = 3
 #: Seconds before a message whose handler crashed is redelivered (to the restarted actor).
 NAK_DELAY_S = 0.5
 _REMEMBERED = 65_536
@@ -120,34 +145,55 @@ def _stream_config(bus: Bus) -> StreamConfig:
         storage=StorageType.FILE,
         max_age=MAX_AGE_S,
         max_msgs=MAX_MSGS,
+        max_bytes=MAX_BYTES,
+        max_msg_size=MAX_MSG_SIZE,
         discard=DiscardPolicy.OLD,
         duplicate_window=DUPLICATE_WINDOW_S,
     )
 
 
-async def ensure_stream(bus: Bus) -> str:
+async def ensure_stream(bus: Bus, *, update: bool = False) -> str:
     """Create the intake stream of the bus's namespace unless it exists; returns its name.
 
     Both sides call it (the brain when it starts consuming, a publisher before its first message),
-    so it does not matter which comes first.
+    so it does not matter which comes first. With `update` (the brain, whose role may manage
+    streams) a stream made by an older version, without today's limits, is brought up to them.
     """
     js = bus.nc.jetstream()
     config = _stream_config(bus)
     assert config.name is not None
     try:
-        await js.stream_info(config.name)
-        return config.name
+        info = await js.stream_info(config.name)
     except nats.js.errors.NotFoundError:
         pass
     except nats.errors.NoRespondersError:
         raise BusError("durable intake needs JetStream: this NATS server runs without it (start it with -js)") \
             from None
+    else:
+        if update and _outdated(info.config, config):
+            await _update_stream(bus, config)
+        return config.name
     try:
         await js.add_stream(config)
         log.info("durable.stream_created", stream=config.name, subjects=config.subjects)
     except nats.js.errors.BadRequestError:
         await js.stream_info(config.name)  # created by someone else meanwhile: fine if it is there now
     return config.name
+
+
+def _outdated(have: StreamConfig, want: StreamConfig) -> bool:
+    return any(getattr(have, f) != getattr(want, f) for f in ("max_bytes", "max_msg_size", "max_msgs", "discard"))
+
+
+async def _update_stream(bus: Bus, config: StreamConfig) -> None:
+    try:
+        await bus.nc.jetstream().update_stream(config)
+    except (nats.errors.Error, TimeoutError) as exc:
+        # The stream still works, only without the new bounds: not a reason to stop the brain.
+        log.warning("durable.stream_update_failed", stream=config.name, error=str(exc) or type(exc).__name__)
+        return
+    log.info("durable.stream_updated", stream=config.name, max_bytes=config.max_bytes,
+             max_msg_size=config.max_msg_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +252,26 @@ async def _gate(bus: Bus) -> None:
 
 # ---------------------------------------------------------------- the consumer side
 
+# Handler failures per (consumer, stream sequence), per connection: an actor that crashed is
+# replaced by a new one with a new DurableIntake on the same bus, and the count must carry over.
+_failures: weakref.WeakKeyDictionary[Bus, OrderedDict[tuple[str, int], int]] = weakref.WeakKeyDictionary()
+
+
+def _count_failure(bus: Bus, durable: str, seq: int) -> int:
+    counts = _failures.setdefault(bus, OrderedDict())
+    key = (durable, seq)
+    counts[key] = counts.get(key, 0) + 1
+    counts.move_to_end(key)
+    if len(counts) > _REMEMBERED:
+        counts.popitem(last=False)
+    return counts[key]
+
+
+def _forget_failures(bus: Bus, durable: str, seq: int) -> None:
+    counts = _failures.get(bus)
+    if counts is not None:
+        counts.pop((durable, seq), None)
+
 
 class DurableIntake:
     """One durable pull consumer feeding one actor handler; `start()`, then `stop()`.
@@ -221,6 +287,7 @@ class DurableIntake:
                  deliver: Deliver, room: Callable[[], int], on_bad: Callable[[BadInput, Meta], None],
                  batch: int = 64) -> None:
         self.bus = bus
+        self.consumer = consumer
         self.pattern = pattern
         self.subject = durable_subject(bus, pattern)
         # Durable names allow no '.', '*' or '>'.
@@ -236,7 +303,8 @@ class DurableIntake:
         self._inflight: set[int] = set()  # stream sequences in the mailbox or being handled
         self._done_seqs: OrderedDict[int, None] = OrderedDict()
         self._done_ids: OrderedDict[str, None] = OrderedDict()
-        self.stats = {"delivered": 0, "acked": 0, "redelivered_skipped": 0, "duplicates": 0, "failed": 0}
+        self.stats = {"delivered": 0, "acked": 0, "redelivered_skipped": 0, "duplicates": 0, "failed": 0,
+                      "rejected": 0, "given_up": 0}
 
     @property
     def pending(self) -> int:
@@ -244,7 +312,7 @@ class DurableIntake:
 
     async def start(self) -> None:
         """Create (or bind to) the durable consumer and start fetching once the intake is open."""
-        stream = await ensure_stream(self.bus)
+        stream = await ensure_stream(self.bus, update=True)
         js = self.bus.nc.jetstream()
         psub = await js.pull_subscribe(
             self.subject, durable=self.durable, stream=stream,
@@ -320,9 +388,11 @@ class DurableIntake:
                 raise DecodeError("no message model is registered for this subject", subject=core)
             obj, meta = codec.decode(cls, m.data, m.headers, core)
         except DecodeError as exc:
-            self._on_bad(exc, Meta(subject=core, size=len(m.data)))
+            # It will never decode: terminated (never redelivered) and reported once, here.
+            self.stats["rejected"] += 1
             with contextlib.suppress(nats.errors.Error):
-                await m.term()  # it will never decode: no point in redelivering it
+                await m.term()
+            self._on_bad(exc, Meta(subject=core, size=len(m.data)))
             return
         self._inflight.add(seq)
         self.stats["delivered"] += 1
@@ -332,17 +402,42 @@ class DurableIntake:
             try:
                 if ok:
                     self._remember(seq, msg_id)
+                    _forget_failures(self.bus, self.durable, seq)
                     await m.ack()
                     self.stats["acked"] += 1
+                elif self._stopping:
+                    # Given back unhandled (the actor stops, or crashed on another message): the
+                    # next incarnation gets it. Not a failure of its own.
+                    await m.nak(delay=NAK_DELAY_S)
                 else:
                     self.stats["failed"] += 1
-                    await m.nak(delay=NAK_DELAY_S)
+                    failures = _count_failure(self.bus, self.durable, seq)
+                    if failures >= MAX_HANDLER_FAILURES or m.metadata.num_delivered >= MAX_DELIVER:
+                        await self._give_up(m, core, meta, failures)
+                    else:
+                        await m.nak(delay=NAK_DELAY_S)
             except nats.errors.Error as exc:
                 # Not acknowledged: JetStream redelivers it after ack_wait and the memory above
                 # (this incarnation) or the handler (a new one) sees it again.
                 log.warning("durable.ack_failed", consumer=self.durable, seq=seq, error=str(exc))
 
         self._deliver(obj, meta, ack)
+
+    async def _give_up(self, m: Msg, core: str, meta: Meta, failures: int) -> None:
+        """Terminate a message its handler keeps crashing on, and say so on `sys.error`."""
+        seq = m.metadata.sequence.stream
+        await m.term()
+        _forget_failures(self.bus, self.durable, seq)
+        self.stats["given_up"] += 1
+        reason = (f"the handler failed on this durable message {failures} times (delivered "
+                  f"{m.metadata.num_delivered} times); it is terminated, not redelivered")
+        log.warning("durable.given_up", consumer=self.durable, seq=seq, failures=failures,
+                    deliveries=m.metadata.num_delivered)
+        with contextlib.suppress(Exception):  # a failed report must not undo the giving up
+            report = SysError(actor=self.consumer, subject=core, reason=reason, kind="handler_error",
+                              stimulus_id=meta.stimulus_id)
+            await self.bus.publish(self.bus.subjects.sys_error, report, stimulus_id=meta.stimulus_id,
+                                   source=self.consumer)
 
     def _remember(self, seq: int, msg_id: str | None) -> None:
         self._done_seqs[seq] = None

@@ -1,0 +1,149 @@
+"""Limits and refusals on a real nats-server: the durable intake stream's bounds, poison messages
+given up instead of redelivered, files of the brain readable by its owner only, a replay that
+says what the server refused, and `brainbus creds` keeping the password off command lines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import nats.js.errors
+import pytest
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from actors.config import parse_config
+from actors.supervisor import ActorChild, Supervisor
+from bus import Bus, Meta, TextStimulus
+from bus.durable import (
+    MAX_BYTES,
+    MAX_HANDLER_FAILURES,
+    MAX_MSG_SIZE,
+    durable_subject,
+    ensure_stream,
+    publish_durable,
+    stream_name,
+)
+from bus.errors import BusError, EscalationError
+from bus.models import SysError
+from tests.actors_for_tests import eventually
+
+# ---------------------------------------------------------------- the durable intake stream
+
+
+async def test_the_intake_stream_is_bounded_and_an_older_one_is_brought_up_to_the_bounds(bus: Bus) -> None:
+    js = bus.nc.jetstream()
+    name = stream_name(bus.subjects.ns)
+    # A stream as an older version made it: no byte bound, no message size bound.
+    await js.add_stream(StreamConfig(
+        name=name, subjects=[durable_subject(bus, s) for s in ("stim.>", "feedback.>")],
+        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, max_age=86_400.0, max_msgs=1_000_000,
+        discard=DiscardPolicy.OLD, duplicate_window=120.0))
+    old = (await js.stream_info(name)).config
+    assert (old.max_bytes, old.max_msg_size) == (-1, -1)
+    await ensure_stream(bus)  # a publisher only looks (its role may not manage streams)
+    assert (await js.stream_info(name)).config.max_bytes == -1
+    await ensure_stream(bus, update=True)  # the brain brings it up to date
+    config = (await js.stream_info(name)).config
+    assert config.max_bytes == MAX_BYTES == 256 * 1024 * 1024
+    assert config.max_msg_size == MAX_MSG_SIZE and MAX_MSG_SIZE > 256 * 1024
+    assert config.discard == DiscardPolicy.OLD
+
+
+async def test_a_fresh_intake_stream_has_the_bounds(bus: Bus) -> None:
+    name = await ensure_stream(bus)
+    config = (await bus.nc.jetstream().stream_info(name)).config
+    assert (config.max_bytes, config.max_msg_size, config.discard) == (MAX_BYTES, MAX_MSG_SIZE, DiscardPolicy.OLD)
+
+
+async def test_a_durable_message_larger_than_any_consumer_takes_is_refused_and_not_stored(bus: Bus) -> None:
+    name = await ensure_stream(bus)
+    js = bus.nc.jetstream()
+    await publish_durable(bus, "stim.text", TextStimulus(text="a small one"), msg_id="small")
+    before = (await js.stream_info(name)).state
+    # 1 MB: past the codec's 256 KiB, still under the server's 1 MiB payload limit.
+    huge = TextStimulus.model_construct(text="x" * 1_000_000)
+    with pytest.raises(BusError, match="not acknowledged"):
+        await publish_durable(bus, "stim.text", huge, msg_id="huge")
+    with pytest.raises(nats.js.errors.APIError):  # an outside client's raw publish too
+        await js.publish(durable_subject(bus, "stim.text"), b"x" * 1_000_000)
+    after = (await js.stream_info(name)).state
+    assert (after.messages, after.bytes) == (before.messages, before.bytes) == (1, before.bytes)
+    assert before.bytes < 2048
+
+
+def _counter_brain(bus: Bus, namespace: str) -> Supervisor:
+    config = parse_config({"namespace": namespace, "intake": "durable",
+                           "supervisor": {"heartbeat_interval": 0.2, "max_restarts": 10},
+                           "actors": {"counter": {"kind": "tests.actors_for_tests:Counter"}}})
+    return Supervisor.for_actors(bus, config, ["counter"], None)
+
+
+async def _reports(bus: Bus) -> list[SysError]:
+    reports: list[SysError] = []
+
+    async def on_error(msg: SysError, meta: Meta) -> None:
+        reports.append(msg)
+
+    await bus.subscribe("sys.error", on_error, model=SysError)
+    await bus.flush()
+    return reports
+
+
+async def test_a_malformed_durable_message_is_delivered_once_terminated_and_reported_once(
+        bus: Bus, other_bus: Bus, namespace: str) -> None:
+    reports = await _reports(other_bus)
+    sup = _counter_brain(bus, namespace)
+    task = asyncio.create_task(sup.run())
+    try:
+        await eventually(lambda: sup._running, what="the supervisor running")
+        child = sup.child("counter")
+        assert isinstance(child, ActorChild)
+        await ensure_stream(other_bus)
+        js = other_bus.nc.jetstream()
+        ack = await js.publish(durable_subject(other_bus, "stim.text"), b'{"text": 42}',
+                               headers={"Bb-Type": "text_stimulus/1", "Nats-Msg-Id": "bad-1"})
+        await eventually(lambda: any(r.kind == "bad_input" for r in reports), within=5, what="the report")
+        await asyncio.sleep(1.5)  # past the redelivery delay: nothing comes again
+        info = await js.consumer_info(stream_name(namespace), "counter__stim_text")
+        assert info.delivered.stream_seq == ack.seq
+        assert (info.num_ack_pending, info.num_redelivered, info.num_pending) == (0, 0, 0)
+        assert [r.kind for r in reports] == ["bad_input"] and "text" in reports[0].reason
+        assert child.restarts == 0
+        await publish_durable(other_bus, "stim.text", TextStimulus(text="count me"), msg_id="good-1")
+        await eventually(lambda: child.actor is not None and getattr(child.actor, "count", 0) == 1,
+                         what="the next message counted")
+    finally:
+        sup.request_stop()
+        with contextlib.suppress(EscalationError):
+            await task
+
+
+async def test_a_message_its_handler_keeps_crashing_on_is_given_up_not_redelivered_for_ever(
+        bus: Bus, other_bus: Bus, namespace: str) -> None:
+    reports = await _reports(other_bus)
+    sup = _counter_brain(bus, namespace)
+    task = asyncio.create_task(sup.run())
+    try:
+        await eventually(lambda: sup._running, what="the supervisor running")
+        child = sup.child("counter")
+        assert isinstance(child, ActorChild)
+        await publish_durable(other_bus, "stim.text", TextStimulus(text="crash counter"), msg_id="poison")
+
+        def given_up() -> list[SysError]:
+            return [r for r in reports if r.kind == "handler_error" and "terminated" in r.reason]
+
+        await eventually(lambda: given_up(), within=15, what="the poison message given up")
+        await asyncio.sleep(2.0)  # several redelivery delays: it does not come back
+        assert child.restarts == MAX_HANDLER_FAILURES == 3
+        assert len(given_up()) == 1 and given_up()[0].actor == "counter"
+        assert f"{MAX_HANDLER_FAILURES} times" in given_up()[0].reason
+        info = await other_bus.nc.jetstream().consumer_info(stream_name(namespace), "counter__stim_text")
+        assert (info.num_ack_pending, info.num_redelivered, info.num_pending) == (0, 0, 0)
+        # The actor goes on with what comes next.
+        await publish_durable(other_bus, "stim.text", TextStimulus(text="count me"), msg_id="after")
+        await eventually(lambda: child.actor is not None and getattr(child.actor, "count", 0) == 1,
+                         what="the next message counted")
+    finally:
+        sup.request_stop()
+        with contextlib.suppress(EscalationError):
+            await task
