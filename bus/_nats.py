@@ -31,12 +31,11 @@ from nats.aio.subscription import Subscription
 from nats.protocol.command import hpub_cmd
 from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, Parser
 
-from bus.codec import parse_header_block
+from bus.codec import HDR_START, MALFORMED, parse_header_block
 
 __all__ = ["DirectCallback", "FastClient", "parse_header_block"]
 
 log = structlog.get_logger("bus.nats")
-_HDR_START = b"NATS/1.0\r\n"
 # Past this many bytes waiting to be written, a publish waits for the flusher (nats-py's default
 # pending size). `Bus` keeps a larger pending size as its buffer for reconnects; without this, a
 # publishing loop that never yields would pile all of it up before the first byte went out.
@@ -71,10 +70,17 @@ class FastClient(Client):  # type: ignore[misc]
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any) -> None:
         direct = self._direct.get(sid)
         if direct is None:
-            await super()._process_msg(sid, subject, reply, data, headers)
+            try:
+                await super()._process_msg(sid, subject, reply, data, headers)
+            except Exception as exc:
+                # nats-py's read loop ends on any exception from here, leaving the connection
+                # deaf until a ping notices. What one message carries (a subject or reply that
+                # is not UTF-8...) must cost that message only.
+                log.error("bus.message_unreadable", subject=subject[:200].decode(errors="replace"),
+                          error=repr(exc)[:200])
             return
         deliver, blocks = direct
-        if headers and not (blocks and headers.startswith(_HDR_START)):
+        if headers and not (blocks and headers.startswith(HDR_START)):
             headers = await self._process_headers(headers)
         self._deliver_direct(deliver, subject, reply, data, headers or None)
 
@@ -112,9 +118,9 @@ class FastClient(Client):  # type: ignore[misc]
                 self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size
             ):
                 raise errors.OutboundBufferLimitError  # reconnecting and the buffer is full
-        if size > self._max_payload:
-            raise errors.MaxPayloadError
         hdr_len = len(block)
+        if size + hdr_len > self._max_payload:  # the server counts headers too, and would disconnect
+            raise errors.MaxPayloadError
         if reply:
             cmd = b"HPUB %b %b %d %d\r\n%b%b\r\n" % (subject, reply, hdr_len, hdr_len + size, block, payload)
         else:
@@ -137,6 +143,14 @@ class FastClient(Client):  # type: ignore[misc]
 
     async def _send_publish(self, subject: str, reply: str, payload: bytes, payload_size: int,
                             headers: Any) -> None:
+        # The server counts the header block in its payload limit and closes the connection of a
+        # client that passes it; nats-py checks the body alone.
+        if isinstance(headers, bytes):
+            header_size = len(headers)
+        else:
+            header_size = sum(len(k) + len(v) + 4 for k, v in headers.items()) + 12 if headers else 0
+        if payload_size + header_size > self._max_payload:
+            raise errors.MaxPayloadError
         if not isinstance(headers, bytes):
             await super()._send_publish(subject, reply, payload, payload_size, headers)
             return
@@ -147,10 +161,17 @@ class FastClient(Client):  # type: ignore[misc]
             await self._flush_pending()
 
     async def _process_headers(self, headers: Any) -> dict[str, str] | None:
-        parsed = parse_header_block(headers) if headers and headers.startswith(_HDR_START) else None
-        if parsed is None:  # status lines, other spellings: nats-py's own, careful parser
-            return await super()._process_headers(headers)
-        return parsed
+        parsed = parse_header_block(headers) if headers and headers.startswith(HDR_START) else None
+        if parsed is not None:
+            return parsed
+        try:  # status lines, other spellings: nats-py's own, careful parser
+            result: dict[str, str] | None = await super()._process_headers(headers)
+        except Exception as exc:
+            # Any publisher can send any header block (a status line whose reason is not UTF-8...).
+            # nats-py's parser raises on some, and a raise here would end the connection's read
+            # loop. The message still goes on, marked, so its receiver rejects and counts it.
+            return {MALFORMED: f"{type(exc).__name__} while reading it"}
+        return result
 
     async def _close(self, status: int, do_cbs: bool = True) -> None:
         # Closing while the server is away (reconnecting): nats-py would write what is still
@@ -228,7 +249,7 @@ class _FastParser(Parser):  # type: ignore[misc]
                 payload = buf[pos:pos + needed]
             pos += needed + 2
             target = direct.get(sid)
-            if target is not None and (hdr is None or (target[1] and hdr.startswith(_HDR_START))):
+            if target is not None and (hdr is None or (target[1] and hdr.startswith(HDR_START))):
                 stats["in_msgs"] += 1
                 stats["in_bytes"] += len(payload)
                 try:

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from pydantic_core import SchemaError, SchemaValidator
 
 from bus.errors import DecodeError
-from bus.models import Message, _to_vector, finite_check_weights, model_for_type
+from bus.models import STIMULUS_ID, Message, _to_vector, finite_check_weights, model_for_type
 
 __all__ = [
     "H_ID",
@@ -40,8 +40,11 @@ __all__ = [
     "H_TS",
     "H_TYPE",
     "H_VEC",
+    "HDR_START",
     "Headers",
+    "MALFORMED",
     "MAX_BODY",
+    "MAX_HEADERS",
     "Meta",
     "decode",
     "encode",
@@ -55,6 +58,14 @@ __all__ = [
 
 H_TYPE, H_ID, H_SRC, H_TS, H_SID, H_VEC = "Bb-Type", "Bb-Id", "Bb-Src", "Bb-Ts", "Bb-Sid", "Bb-Vec"
 MAX_BODY = 256 * 1024
+#: The largest header block accepted (bytes). brainbus writes ~150; the bound keeps what a sender
+#: puts in headers out of reports, logs and caches, where it would be echoed or kept.
+MAX_HEADERS = 4096
+#: The key a receiver puts in a message's headers when the block could not be read at all (a
+#: status line that is not UTF-8...); `decode` rejects such a message. A parsed header name can
+#: never contain a colon, so no sender can spell it.
+MALFORMED = ":malformed"
+HDR_START = b"NATS/1.0\r\n"
 _F16, _F32 = np.dtype("<f2"), np.dtype("<f4")
 _DTYPES: dict[str, np.dtype[Any]] = {"f32": _F32, "f16": _F16}
 M = TypeVar("M", bound=Message)
@@ -199,13 +210,10 @@ _OWN_BLOCK = re.compile(
     rf"NATS/1\.0\r\n{H_TYPE}: (.*)\r\n{H_SRC}: (.*)\r\n{H_ID}: (.*)\r\n"
     rf"{H_TS}: ([0-9]{{1,19}})\r\n(?:{H_SID}: (.*)\r\n)?(?:{H_VEC}: (.*)\r\n)?\r\n"
 )
-_HDR_START = b"NATS/1.0\r\n"
-
-
 def parse_header_block(block: bytes) -> dict[str, str] | None:
     """Split a plain `NATS/1.0` header block written as `Name: value` lines; None if it is not one."""
     try:
-        return dict(line.split(": ", 1) for line in block[len(_HDR_START):-4].decode().split("\r\n"))  # type: ignore[misc]
+        return dict(line.split(": ", 1) for line in block[len(HDR_START):-4].decode().split("\r\n"))  # type: ignore[misc]
     except (ValueError, UnicodeDecodeError):
         return None
 
@@ -213,7 +221,7 @@ def parse_header_block(block: bytes) -> dict[str, str] | None:
 def _lenient_headers(block: bytes) -> dict[str, str]:
     """Any other `NATS/1.0` block (`Name:value`, odd bytes): read the way nats-py reads it."""
     out = {}
-    for line in block[len(_HDR_START):].split(b"\r\n"):
+    for line in block[len(HDR_START):].split(b"\r\n"):
         name, sep, value = line.partition(b":")
         if sep and name.strip():
             out[name.strip().decode(errors="replace")] = value.strip().decode(errors="replace")
@@ -255,11 +263,19 @@ def decode(
     if size > MAX_BODY:
         raise DecodeError(f"payload of {size} bytes exceeds the {MAX_BODY} byte limit", subject=subject)
     vec_spec: str | None = None
-    own = _OWN_BLOCK.fullmatch(headers.decode("utf-8", "replace")) if type(headers) is bytes else None
+    if type(headers) is bytes:
+        if len(headers) > MAX_HEADERS:
+            raise DecodeError(f"header block of {len(headers)} bytes exceeds the {MAX_HEADERS} byte limit",
+                              subject=subject)
+        own = _OWN_BLOCK.fullmatch(headers.decode("utf-8", "replace"))
+    else:
+        own = None
     if own is not None:
         type_tag, source, msg_id, ts, stimulus_id, vec_spec = own.groups()
         if type_tag != model.TAG:
             raise DecodeError(_wrong_type(type_tag, model), subject=subject)
+        if stimulus_id is not None and not STIMULUS_ID.fullmatch(stimulus_id):
+            raise DecodeError(_bad_stimulus_id(stimulus_id), subject=subject)
         meta = Meta(subject, reply or None, type_tag, msg_id, source, int(ts) / 1e6, stimulus_id, size)
         # Our own message, with or without vectors: the common cases, straight on.
         if vec_spec is not None or data[:1] == b"{":
@@ -278,12 +294,17 @@ def decode(
     else:
         if isinstance(headers, bytes):
             headers = _block_dict(headers)
+        else:
+            _check_header_dict(headers, subject)
         type_tag = headers.get(H_TYPE)
         if type_tag is not None and type_tag != model.TAG:
             raise DecodeError(_wrong_type(type_tag, model), subject=subject)
         ts = headers.get(H_TS)
+        stimulus_id = headers.get(H_SID)
+        if stimulus_id is not None and not STIMULUS_ID.fullmatch(stimulus_id):
+            raise DecodeError(_bad_stimulus_id(stimulus_id), subject=subject)
         meta = Meta(subject, reply or None, type_tag, headers.get(H_ID), headers.get(H_SRC),
-                    _timestamp(ts, subject) if ts else None, headers.get(H_SID), len(data))
+                    _timestamp(ts, subject) if ts else None, stimulus_id, len(data))
         vec_spec = headers.get(H_VEC)
     validator = model.__pydantic_validator__
     try:
@@ -303,7 +324,23 @@ def decode(
 
 
 def _wrong_type(type_tag: str, model: type[Message]) -> str:
-    return f"message type {type_tag!r} does not fit this subject (expected {model.TAG!r})"
+    return f"message type {_short(type_tag)} does not fit this subject (expected {model.TAG!r})"
+
+
+def _bad_stimulus_id(value: str) -> str:
+    return (f"header {H_SID} {_short(value)} ({len(value)} characters) is not a stimulus id: "
+            "1 to 128 printable ASCII characters without spaces")
+
+
+def _check_header_dict(headers: Mapping[str, str], subject: str) -> None:
+    """The limits a header block gets in `decode`, for headers a client already split (a dict)."""
+    reason = headers.get(MALFORMED)
+    if reason is not None:
+        raise DecodeError(f"header block is malformed ({reason})", subject=subject)
+    size = sum(len(name) + len(value) + 4 for name, value in headers.items())
+    if size > MAX_HEADERS:
+        raise DecodeError(f"header block of about {size} bytes exceeds the {MAX_HEADERS} byte limit",
+                          subject=subject)
 
 
 def decode_any(data: bytes, headers: dict[str, str] | None, subject: str) -> Message | None:
@@ -347,6 +384,8 @@ def format_validation_error(exc: ValidationError, data: bytes = b"") -> str:
 _VecField = tuple[str, "np.dtype[Any]", int, "np.ndarray | None"]
 _VecSpec = tuple[tuple[_VecField, ...], int, SchemaValidator | None]
 _spec_cache: dict[tuple[type[Message], str], _VecSpec] = {}
+# A `Bb-Vec` value: at most 8 vectors, nothing around the tokens (so cached keys stay small).
+_VEC_SPEC = re.compile(r"[a-z_]{1,32}:f(?:32|16):[0-9]{1,5}(?:,[a-z_]{1,32}:f(?:32|16):[0-9]{1,5}){0,7}")
 
 
 def _vector_spec(model: type[Message], spec: str, subject: str) -> _VecSpec:
@@ -355,6 +394,9 @@ def _vector_spec(model: type[Message], spec: str, subject: str) -> _VecSpec:
     parsed = _spec_cache.get(key)
     if parsed is not None:
         return parsed
+    if not _VEC_SPEC.fullmatch(spec):
+        raise DecodeError(f"header {H_VEC} {_short(spec)} is malformed: expected name:f32|f16:length[,...]",
+                          subject=subject)
     fields = []
     named: set[str] = set()
     total = 0
@@ -368,7 +410,7 @@ def _vector_spec(model: type[Message], spec: str, subject: str) -> _VecSpec:
             named.add(name)
             total += dtype.itemsize * n
     except (ValueError, KeyError):
-        raise DecodeError(f"header {H_VEC} {spec!r} is malformed", subject=subject) from None
+        raise DecodeError(f"header {H_VEC} {_short(spec)} is malformed", subject=subject) from None
     head = _head_validator(model)
     # That validator lets required vectors be absent: fit only for a spec that brings them all.
     parsed = (tuple(fields), total, head[0] if head is not None and head[1] <= named else None)
@@ -497,7 +539,7 @@ def _timestamp(text: str, subject: str) -> float:
     try:
         return int(text) / 1e6
     except ValueError:
-        raise DecodeError(f"header {H_TS} {text!r} is not a whole number of microseconds",
+        raise DecodeError(f"header {H_TS} {_short(text)} is not a whole number of microseconds",
                           subject=subject) from None
 
 

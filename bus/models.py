@@ -8,6 +8,7 @@ Vectors are `Vector` fields: JSON arrays from outside, raw float32 bytes inside 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
@@ -25,6 +26,8 @@ from bus.subjects import match
 
 __all__ = [
     "CTL_VERBS",
+    "MAX_REASON",
+    "STIMULUS_ID",
     "Bid",
     "Broadcast",
     "CtlReply",
@@ -48,12 +51,15 @@ __all__ = [
     "Vector",
     "VectorStimulus",
     "message",
+    "shorten",
     "model_for_subject",
     "model_for_type",
     "registered",
 ]
 
 MAX_DIM = 8192
+#: The longest `reason` a `SysError` carries.
+MAX_REASON = 500
 MAX_TEXT = 10_000
 _F32 = np.dtype(np.float32)
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -136,6 +142,8 @@ Vector = Annotated[
 ]
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
 StimulusId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+#: What a `StimulusId` may be, for checks outside a model (a `Bb-Sid` header).
+STIMULUS_ID = re.compile(r"[\x21-\x7e]{1,128}")
 ActionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -436,16 +444,28 @@ class Heartbeat(Message):
 
 @message("sys.error", "sys_error")
 class SysError(Message):
-    """A rejected message or a handler failure, reported once per event (rate limited)."""
+    """A rejected message or a handler failure, reported once per event (rate limited).
+
+    Reports are bounded whatever the input was: a subject of at most 256 characters and a reason
+    of at most `MAX_REASON` (`shorten` cuts longer ones), so no input is echoed at length.
+    """
 
     actor: str
-    subject: str
-    reason: str
+    subject: Annotated[str, Field(max_length=256)]
+    reason: Annotated[str, Field(max_length=MAX_REASON)]
     kind: Literal["bad_input", "handler_error", "overflow", "no_actions", "crash", "escalation"] = (
         "bad_input"
     )
-    stimulus_id: str | None = None
+    stimulus_id: StimulusId | None = None
     suppressed: int = Field(default=0, description="similar reports dropped by rate limiting since the last")
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    note = f"... ({len(text)} characters)"
+    return text[:max(0, limit - len(note))] + note
 
 
 CTL_VERBS = ("pause", "resume", "restart", "sleep", "wake", "snapshot", "status")
