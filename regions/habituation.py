@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from regions.vectors import unit
+
 __all__ = ["Habituation"]
 
 
@@ -116,11 +118,9 @@ class Habituation:
             Gain in ``[min_gain, 1]``.
         """
         t = time.monotonic() if now is None else now
-        v = np.asarray(vector, dtype=np.float32).reshape(-1)
-        norm = math.sqrt(float(v @ v))
-        if not math.isfinite(norm) or norm == 0.0:
+        u = unit(vector)
+        if u is None or not np.isfinite(u).all():
             raise ValueError("habituation needs a finite, non-zero vector")
-        u = v / norm
         if self._protos is not None and self._protos.shape[1] != u.shape[0]:
             raise ValueError(f"vector dim {u.shape[0]} != prototype dim {self._protos.shape[1]}")
         if self._protos is not None and self._n:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import os
 import time
 from collections import deque
@@ -37,6 +36,7 @@ from regions.encoders import Encoder, HashingEncoder, MiniLMEncoder, resolve_dev
 from regions.habituation import Habituation
 from regions.intake import Input, IntakeQueue
 from regions.microbatch import MicroBatcher
+from regions.vectors import unit
 
 __all__ = ["Thalamus"]
 
@@ -209,14 +209,14 @@ class Thalamus(Actor):
     async def sensed(self, msg: VectorStimulus, meta: Meta) -> None:
         if msg.vector.size != self.options.dim:
             raise BadInput(f"vector has {msg.vector.size} dimensions; this brain expects {self.options.dim}")
-        norm = math.sqrt(float(msg.vector @ msg.vector))
-        if norm == 0.0:
+        percept = unit(msg.vector)
+        if percept is None:
             raise BadInput("vector is all zeros: it has no direction to perceive")
         sid = self._stimulus_id(msg.id)
         if self.inputs is not None:
-            await self._enqueue(sid, partial(self._take_vector, sid, msg.modality, msg.vector / norm))
+            await self._enqueue(sid, partial(self._take_vector, sid, msg.modality, percept))
             return
-        await self._take_vector(sid, msg.modality, msg.vector / norm)
+        await self._take_vector(sid, msg.modality, percept)
 
     async def _take_vector(self, sid: str, modality: str, vector: np.ndarray) -> bool:
         if self._asleep(sid):
