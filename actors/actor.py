@@ -13,8 +13,10 @@ with a `Bus`, starts it, and restarts it when it crashes (`done` completes with 
                                RegionOutput(region=self.name, kind="echo", data={"text": msg.text}))
 
 Handlers of one actor run one at a time (set `concurrency` for more). A handler that raises
-`BadInput` rejects its message (counted, reported on `NS.sys.error`); any other exception crashes
-the actor, which is reported and handed to the supervisor.
+`BadInput` rejects its message (counted, reported on `NS.sys.error`). Any other exception is
+reported too (`handler_error`) and the actor goes on with its next message; only
+`failures_to_crash` failures in a row, or a failing tick, crash the actor, which is then handed
+to the supervisor.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pydantic import BaseModel, ConfigDict
 from bus import Bus, Meta, Subscription
 from bus.durable import Ack, DurableIntake, is_intake_subject
 from bus.errors import ActorError, BadInput
-from bus.models import CtlReply, CtlRequest, Heartbeat, Message, SysError
+from bus.models import MAX_REASON, STIMULUS_ID, CtlReply, CtlRequest, Heartbeat, Message, SysError, shorten
 
 __all__ = ["Actor", "ActorState", "NoOptions", "RestartRequested", "every", "on"]
 
@@ -135,6 +137,9 @@ class Actor:
     Options: ClassVar[type[BaseModel]] = NoOptions
     #: Handlers that may run at once (1 = strictly one at a time, the default).
     concurrency: int = 1
+    #: Failed handler calls in a row (no success between them) that count as a fault of the actor
+    #: and crash it; fewer are put down to the messages and only reported (`handler_error`).
+    failures_to_crash: ClassVar[int] = 3
     #: The brain runs in deterministic mode (actors.determinism); set by the supervisor before start.
     deterministic: bool = False
     _handlers: ClassVar[tuple[_HandlerSpec, ...]] = ()
@@ -196,6 +201,7 @@ class Actor:
         self._report_limit = _RateLimit()
         self._started = time.monotonic()
         self._busy_since: float | None = None
+        self._failures = 0  # failed handler calls since the last one that succeeded
         self._latencies: deque[float] = deque(maxlen=512)
         self.stats = {"msgs_in": 0, "msgs_out": 0, "dropped": 0, "rejected": 0, "errors": 0}
 
@@ -255,6 +261,10 @@ class Actor:
     async def _send_report(self, subject: str, reason: str, kind: ReportKind,
                            stimulus_id: str | None) -> None:
         suppressed, self._report_limit.suppressed = self._report_limit.suppressed, 0
+        # Whatever the input held, a report and its log line stay small (reasons may quote input).
+        subject, reason = shorten(subject, 256), shorten(reason, MAX_REASON)
+        if stimulus_id is not None and not STIMULUS_ID.fullmatch(stimulus_id):
+            stimulus_id = None
         self.log.warning("actor.reported", subject=subject, reason=reason, kind=kind, suppressed=suppressed)
         err = SysError.model_construct(actor=self.name, subject=subject, reason=reason, kind=kind,
                                        stimulus_id=stimulus_id, suppressed=suppressed)
@@ -455,9 +465,21 @@ class Actor:
             self.stats["errors"] += 1
             where = meta.subject if meta else f"tick {getattr(fn, '__name__', '?')}"
             reason = f"{type(exc).__name__}: {exc}"
-            self.log.error("actor.crashed", where=where, error=reason, exc_info=exc)
-            await self.report(where, reason, kind="crash", stimulus_id=meta.stimulus_id if meta else None)
+            stimulus_id = meta.stimulus_id if meta else None
+            self._failures += 1
+            # One message's content must not take an actor down: its failure is reported and the
+            # actor goes on. A fault of the actor itself fails message after message (or a tick,
+            # which no input chose), and that still crashes it, to be restarted under its policy.
+            if msg is not None and self._failures < self.failures_to_crash:
+                self.log.error("actor.handler_failed", where=where, error=shorten(reason, MAX_REASON),
+                               failures=self._failures, exc_info=exc)
+                await self.report(where, reason, kind="handler_error", stimulus_id=stimulus_id)
+                return
+            self.log.error("actor.crashed", where=where, error=shorten(reason, MAX_REASON), exc_info=exc)
+            await self.report(where, reason, kind="crash", stimulus_id=stimulus_id)
             raise
+        else:
+            self._failures = 0
         finally:
             self._busy_since = None
             self._latencies.append(time.monotonic() - t0)

@@ -2,6 +2,8 @@
 
 They listen on `stim.text` (a registered public subject) so tests can drive them with plain
 `TextStimulus` messages; a text of `crash <name>` or `hang <name>` targets one actor by name.
+The ones told to crash take one failed message as a fault (`failures_to_crash = 1`), so the
+supervisor's tests need one message per crash.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Echo(Actor):
 
     A text of `bad` is rejected with BadInput; `crash <name>` raises RuntimeError.
     """
+
+    failures_to_crash = 1
 
     kind = "echo"
     Options = EchoOptions
@@ -73,6 +77,7 @@ class Crasher(Actor):
     """Raises on every message it gets."""
 
     kind = "crasher"
+    failures_to_crash = 1
 
     @on("stim.text")
     async def heard(self, msg: TextStimulus, meta: Meta) -> None:
@@ -120,6 +125,7 @@ class Counter(Actor):
     """Counts texts; its count survives restarts through snapshot/restore."""
 
     kind = "counter"
+    failures_to_crash = 1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

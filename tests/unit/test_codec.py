@@ -355,7 +355,7 @@ def test_bad_timestamp_header() -> None:
 ])
 def test_malformed_vec_header(spec: str) -> None:
     body = b"{}" + np.ones(4, "<f4").tobytes()
-    assert reason_of(VectorStimulus, body, {H_VEC: spec}) == f"header Bb-Vec {spec!r} is malformed"
+    assert reason_of(VectorStimulus, body, {H_VEC: spec}).startswith(f"header Bb-Vec {spec!r} is malformed")
 
 
 def test_vec_header_on_a_model_without_vectors() -> None:
@@ -415,7 +415,7 @@ def test_vector_both_in_the_json_and_in_the_bytes(head: bytes) -> None:
 def test_a_vector_named_twice_in_the_header() -> None:
     body = b"{}" + vec(8).tobytes()
     spec = "vector:f32:4,vector:f32:4"
-    assert reason_of(VectorStimulus, body, {H_VEC: spec}) == f"header Bb-Vec {spec!r} is malformed"
+    assert reason_of(VectorStimulus, body, {H_VEC: spec}).startswith(f"header Bb-Vec {spec!r} is malformed")
 
 
 REQUIRED_VECTOR = [VectorStimulus, Bid, Broadcast, MemStore, MemRecall, MemReplay]
