@@ -557,8 +557,10 @@ class Actor:
 class _Acking:
     """A handler call for a message of the durable intake: acknowledged once the handler is done.
 
-    A rejection (BadInput) is acknowledged too (it would be rejected again); a crash gives the
-    message back for redelivery to the restarted actor (JetStream's max_deliver bounds a poison one).
+    A rejection (BadInput) is acknowledged too (it would be rejected again), and so is a failure
+    the actor survives (put down to the message, reported by the actor: it would fail again). A
+    failure that crashes the actor gives the message back for redelivery to the restarted actor
+    (bus.durable gives up on a message that keeps crashing it).
     """
 
     __slots__ = ("ack", "fn")
@@ -574,7 +576,7 @@ class _Acking:
             await self.ack(True)
             raise
         except Exception:
-            await self.ack(False)
+            await self.ack(actor._failures + 1 < actor.failures_to_crash)
             raise
         await self.ack(True)
         return result
