@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from actors.argtypes import count, non_negative
 from bus.client import Bus
 from bus.errors import BadInput
 from bus.recording import Recorder, RecordingError, read_recording, replay
-from bus.runtime import resolve_connection
+from bus.runtime import open_private, resolve_connection
 from bus.subjects import Subjects
 
 __all__ = ["add_parser", "run"]
@@ -102,7 +103,8 @@ async def _record(args: argparse.Namespace) -> int:
     subjects = Subjects(ns)
     patterns = [subjects.full(p, wildcards=True) for p in (args.subjects or [">"])]  # bad ones: exit 2
     try:
-        out = args.file.open("wb")
+        # Owner-only (0600): a recording holds whatever crossed the bus.
+        out = os.fdopen(open_private(args.file), "wb")
     except OSError as exc:
         raise BadInput(f"cannot write {args.file} ({exc.strerror})") from None
     bus = await _connect(url, ns, "record")

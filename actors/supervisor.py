@@ -30,6 +30,7 @@ from bus import Bus
 from bus.durable import hold_intake, open_intake
 from bus.errors import ActorError, ConfigError, EscalationError
 from bus.models import SysError
+from bus.runtime import open_private, private_dir
 
 __all__ = ["ActorChild", "Child", "Supervisor", "SupervisorAware"]
 
@@ -306,8 +307,9 @@ def _describe(error: BaseException | None) -> str:
 
 
 def _save_snapshot(directory: Path, name: str, state: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-write leaves the previous snapshot intact."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write atomically: a crash mid-write leaves the previous snapshot intact. Owner-only (an
+    actor's state holds what it learnt)."""
+    private_dir(directory)
     path = directory / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
     try:
@@ -315,7 +317,7 @@ def _save_snapshot(directory: Path, name: str, state: dict[str, Any]) -> None:
     except TypeError as exc:
         log.error("supervisor.snapshot_not_serializable", actor=name, error=str(exc))
         return
-    with open(tmp, "wb") as f:
+    with os.fdopen(open_private(tmp), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -8,12 +8,17 @@ For a brain with an embedded server the file also holds the generated credential
 (`bus.auth`) and, for a TLS server with a private CA, that CA: a tool resolving the brain through
 the file connects as the role it asks for, with no flags. A URL given by flag or `NATS_URL` is
 used as it is (credentials in it, `user:password@`, work as with any NATS client).
+
+Everything the brain writes under its data directory (memories, snapshots, recordings, this file)
+is its owner's only: `private_dir` makes folders 0700 and `open_private` files 0600, where they
+are created, whatever the umask.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -25,8 +30,12 @@ from bus.auth import ROLES, Credential, Role, with_credentials
 from bus.errors import BusError
 
 __all__ = [
+    "PRIVATE_DIR",
+    "PRIVATE_FILE",
     "RUNTIME_FILE",
     "Runtime",
+    "open_private",
+    "private_dir",
     "read_runtime",
     "remove_runtime",
     "resolve_connection",
@@ -35,6 +44,54 @@ __all__ = [
 ]
 
 RUNTIME_FILE = Path(".brainbus") / "runtime.json"
+#: The modes of the folders and files the brain writes: its owner's only.
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: str | os.PathLike[str], *, existing: bool = True) -> Path:
+    """Make `path` a folder only its owner can enter (0700), creating it and missing parents so.
+
+    With `existing` (for a folder that is the brain's own) one that exists already, made by an
+    older version, is made 0700 too; without (a folder the user may have named, such as the data
+    directory) it is left as it is. Parents that exist are always left alone.
+    """
+    path = Path(path)
+    missing: list[Path] = []
+    at = path
+    while not at.exists():
+        missing.append(at)
+        if at.parent == at:
+            break
+        at = at.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made by someone else meanwhile
+            folder.mkdir(PRIVATE_DIR)
+        _chmod(folder, PRIVATE_DIR)  # mkdir's mode passes through the umask
+    if existing and not missing:
+        _chmod(path, PRIVATE_DIR)
+    return path
+
+
+def _chmod(path: Path, mode: int) -> None:
+    if stat.S_IMODE(path.stat().st_mode) != mode:
+        path.chmod(mode)
+
+
+def open_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+    """`os.open` a file for writing as its owner's only (0600); returns the descriptor.
+
+    A file that exists keeps its mode through O_CREAT, so one made by an older version is made
+    0600 here too.
+    """
+    fd = os.open(path, flags | os.O_CREAT, PRIVATE_FILE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_FILE:
+            os.fchmod(fd, PRIVATE_FILE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +110,9 @@ class Runtime:
 
 
 def write_runtime(runtime: Runtime, path: Path = RUNTIME_FILE) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
+    with os.fdopen(open_private(tmp), "wb") as f:
         f.write(orjson.dumps(_as_dict(runtime)))
     os.replace(tmp, path)
 

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from bus.runtime import private_dir
 from memory.episode_log import KIND_ADD, KIND_REMOVE, EpisodeLog, LogRecord, LogReport, fsync_dir
 from memory.episodes import Episode
 from memory.snapshot import CorruptSnapshot, Snapshot
@@ -118,7 +119,7 @@ class ShardPersistence:
         persistence.checkpoint(store)             # now and then: snapshot + new log segment
 
     Args:
-        directory: The shard's directory (created if missing).
+        directory: The shard's directory (created if missing; owner-only, like its files).
         keep_snapshots: Snapshots kept (>= 1); log segments are kept back to the oldest one, so
             a corrupt newest snapshot falls back to the previous one plus the log.
         sync: fsync every logged batch (turn off only for tests/benchmarks of the ceiling).
@@ -152,7 +153,7 @@ class ShardPersistence:
                 f"ShardPersistence.open needs an empty store, this one holds {len(store)} episodes"
             )
         self.close()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)  # 0700, like every file in it (0600): the shard's memories
         for p in self.directory.glob(".*.tmp"):  # leftovers of snapshot writes cut short by a crash
             p.unlink(missing_ok=True)
 

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import structlog
 
+from bus.runtime import open_private
+
 __all__ = ["KIND_ADD", "KIND_REMOVE", "EpisodeLog", "LogRecord", "LogReport", "encode_record", "fsync_dir"]
 
 log = structlog.get_logger("memory.episode_log")
@@ -161,7 +163,8 @@ class EpisodeLog:
     def _open_for_append(self) -> int:
         if self._fd is None:
             existed = self.path.exists()
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            # Owner-only (0600), an existing segment of an older version too: it holds memories.
+            self._fd = open_private(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             if not existed:
                 fsync_dir(self.path.parent)
         return self._fd

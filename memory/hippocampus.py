@@ -34,6 +34,7 @@ from actors.supervisor import ActorChild, Supervisor
 from bus import Meta
 from bus.errors import ActorError
 from bus.models import CtlRequest, Heartbeat
+from bus.runtime import open_private, private_dir
 from memory.recall import ShardWatch
 from memory.shard import HippocampusShard, ShardOptions
 
@@ -114,9 +115,9 @@ class Hippocampus(Actor):
         return [str(n) for n in names] if isinstance(names, list) else []
 
     def _write_manifest(self) -> None:
-        self._manifest.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self._manifest.parent, existing=False)  # the root may be a folder the user named
         tmp = self._manifest.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
+        with os.fdopen(open_private(tmp), "wb") as f:
             f.write(orjson.dumps(self.grown))
             f.flush()
             os.fsync(f.fileno())

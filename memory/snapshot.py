@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from bus.runtime import open_private
 from memory.episode_log import fsync_dir
 from memory.store import StoreState
 
@@ -47,7 +48,7 @@ class Snapshot:
 
         Written to a temporary file in the same directory, fsynced, renamed over ``path`` with
         ``os.replace`` and the directory fsynced, so a crash leaves either the old file or the
-        complete new one, never a mix.
+        complete new one, never a mix. The file is its owner's only (0600), from its first byte.
 
         Returns:
             The final path.
@@ -72,7 +73,7 @@ class Snapshot:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         hasher = hashlib.sha256()
         try:
-            with open(tmp, "wb") as f:
+            with os.fdopen(open_private(tmp), "wb") as f:  # owner-only from the start, as the file
                 for part in (_SNAP_MAGIC, _SNAP_HEADER_LEN.pack(len(header)), header):
                     f.write(part)
                     hasher.update(part)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from bus.runtime import resolve_connection
+from bus.runtime import open_private, private_dir, resolve_connection
 
 __all__ = ["add_parser", "log_to_file", "run"]
 
@@ -45,8 +46,9 @@ def _hz(text: str) -> float:
 
 def log_to_file(path: Path) -> None:
     """Send structlog output to a file: log lines on stderr would scribble over the screen."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    log_file = path.open("a", encoding="utf-8")  # closed by process exit; the TUI logs until then
+    private_dir(path.parent, existing=False)  # the data directory: made owner-only if made here
+    # Closed by process exit; the TUI logs until then.
+    log_file = os.fdopen(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a", encoding="utf-8")
     structlog.configure(
         processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
                     structlog.processors.JSONRenderer()],

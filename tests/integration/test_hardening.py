@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
 
 import nats.js.errors
+import numpy as np
 import pytest
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from actors.cli import build_parser
 from actors.config import parse_config
+from actors.recordcmd import run as record_run
 from actors.supervisor import ActorChild, Supervisor
-from bus import Bus, Meta, TextStimulus
+from bus import Bus, EmbeddedServer, Meta, TextStimulus
 from bus.durable import (
     MAX_BYTES,
     MAX_HANDLER_FAILURES,
@@ -24,7 +31,8 @@ from bus.durable import (
     stream_name,
 )
 from bus.errors import BusError, EscalationError
-from bus.models import SysError
+from bus.models import MemStore, SysError
+from memory.recall import store
 from tests.actors_for_tests import eventually
 
 # ---------------------------------------------------------------- the durable intake stream
@@ -147,3 +155,82 @@ async def test_a_message_its_handler_keeps_crashing_on_is_given_up_not_redeliver
         sup.request_stop()
         with contextlib.suppress(EscalationError):
             await task
+
+
+# ---------------------------------------------------------------- files under the data directory
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """umask 0: whatever is not made owner-only explicitly comes out world-readable (and writable)."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def not_owner_only(root: Path) -> dict[str, str]:
+    wrong = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            p = Path(dirpath) / name
+            want = 0o700 if p.is_dir() else 0o600
+            if stat.S_IMODE(p.lstat().st_mode) != want:
+                wrong[str(p.relative_to(root))] = oct(stat.S_IMODE(p.lstat().st_mode))
+    return wrong
+
+
+async def test_what_a_brain_writes_under_its_data_dir_is_owner_only(
+        bus: Bus, other_bus: Bus, namespace: str, tmp_path: Path, open_umask: None) -> None:
+    data = tmp_path / "data"
+    config = parse_config({
+        "namespace": namespace, "data_dir": str(data),
+        "supervisor": {"heartbeat_interval": 0.2},
+        "actors": {
+            "shard0": {"kind": "memory.shard:HippocampusShard", "options": {"dim": 16, "capacity": 40}},
+            "hippocampus": {"kind": "memory.hippocampus:Hippocampus",
+                            "options": {"fill_threshold": 0.5, "cooldown_s": 0.5}},
+            "counter": {"kind": "tests.actors_for_tests:Counter"},
+        },
+    })
+    sup = Supervisor.for_actors(bus, config, ["shard0", "hippocampus", "counter"], data / "snapshots")
+    task = asyncio.create_task(sup.run())
+    try:
+        await eventually(lambda: sup._running, what="the supervisor running")
+        keys = np.random.default_rng(5).standard_normal((30, 16)).astype(np.float32)
+        acks = await asyncio.gather(*(store(other_bus, MemStore(key=k, stimulus_id=f"s{i}"))
+                                      for i, k in enumerate(keys)))
+        assert all(a[0].ok for a in acks)
+        await eventually(lambda: any(c.name == "shard-g0" for c in sup.children), within=5.0,
+                         what="a grown shard (and its manifest)")
+        await other_bus.publish("stim.text", TextStimulus(text="count me"))
+        counter = sup.child("counter")
+        assert isinstance(counter, ActorChild)
+        await eventually(lambda: counter.actor is not None and getattr(counter.actor, "count", 0) == 1,
+                         what="the counter counting")
+    finally:
+        sup.request_stop()
+        await task
+    # The shards' logs and snapshots, the grown-shards manifest, the actors' snapshots.
+    names = {p.relative_to(data).as_posix() for p in data.rglob("*")}
+    assert {"hippocampus/grown.json", "snapshots/counter.json"} <= names
+    assert any(n.startswith("hippocampus/shard0/log-") for n in names)
+    assert any(n.startswith("hippocampus/shard0/snap-") for n in names)
+    assert not_owner_only(data) == {}
+
+
+async def test_brainbus_record_writes_an_owner_only_recording(
+        nats_server: EmbeddedServer, namespace: str, tmp_path: Path, open_umask: None) -> None:
+    file = tmp_path / "session.jsonl"
+    file.write_bytes(b"")
+    file.chmod(0o644)  # an older recording it writes over
+    args = build_parser().parse_args(["record", str(file), "--nats", nats_server.url, "--namespace", namespace,
+                                      "--duration", "0.3"])
+    assert await record_run(args) == 0
+    assert stat.S_IMODE(file.stat().st_mode) == 0o600
+    fresh = tmp_path / "fresh.jsonl"
+    args = build_parser().parse_args(["record", str(fresh), "--nats", nats_server.url, "--namespace", namespace,
+                                      "--duration", "0.2"])
+    assert await record_run(args) == 0
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
