@@ -9,6 +9,8 @@ Wiring (`actors.cli` adds the parsers, `actors.commands` runs them):
     "record": recordcmd.run, "replay": recordcmd.run            # in actors.commands.dispatch
 
 A recording that cannot be read fails before anything is published, with its line number (exit 2).
+A replay some of whose messages the server refused (a subject the role may not publish on, a
+message over the payload limit) says how many, and why, and exits 1.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import structlog
 from actors.argtypes import count, non_negative
 from bus.client import Bus
 from bus.errors import BadInput
-from bus.recording import Recorder, RecordingError, read_recording, replay
+from bus.recording import Recorder, RecordingError, ReplayResult, read_recording, replay
 from bus.runtime import open_private, resolve_connection
 from bus.subjects import Subjects
 
@@ -63,7 +65,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Run `record` or `replay`; 0 on success, 2 for a bad recording or bad arguments."""
+    """Run `record` or `replay`; 0 on success, 1 when the server refused replayed messages, 2 for
+    a bad recording or bad arguments."""
     try:
         if args.command == "record":
             return await _record(args)
@@ -130,20 +133,25 @@ async def _replay(args: argparse.Namespace) -> int:
     namespace = args.namespace or messages[0].subject.split(".", 1)[0]
     url, _ = resolve_connection(args.nats, namespace)
     bus = await _connect(url, namespace, "replay")
+    result = ReplayResult()  # filled as it goes: a replay stopped by Ctrl-C still has its counts
     try:
         task = asyncio.ensure_future(replay(bus, messages, rate=args.rate, namespace=args.namespace,
-                                            patterns=args.subjects, loop=args.loop))
+                                            patterns=args.subjects, loop=args.loop, result=result))
         stopped = asyncio.Event()
         task.add_done_callback(lambda _: stopped.set())
         await _until_stopped(stopped, 0.0)
         if not task.done():
             task.cancel()
-        published = await asyncio.gather(task, return_exceptions=True)
+        outcome = (await asyncio.gather(task, return_exceptions=True))[0]
     finally:
         await bus.close()
-    result = published[0]
-    if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-        raise result
-    count = result if isinstance(result, int) else "some"
-    sys.stdout.write(f"replayed {count} messages from {args.file} into namespace {namespace}\n")
-    return 0
+    if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+        raise outcome
+    if not result.refused:
+        sys.stdout.write(f"replayed {result.published} messages from {args.file} into namespace {namespace}\n")
+        return 0
+    sys.stdout.write(f"replayed {result.accepted} of {result.published} messages from {args.file} into "
+                     f"namespace {namespace}; the server refused {result.refused}\n")
+    for reason, n in result.reasons.items():
+        sys.stderr.write(f"brainbus replay: {n} refused: {reason}\n")
+    return 1

@@ -12,7 +12,9 @@ carry raw little-endian floats after their JSON (bus.codec), which no text encod
 
 Replay republishes the messages with the recorded gaps scaled by `rate` (2 = twice as fast,
 0 = as fast as possible), optionally into another namespace (the first subject token is
-rewritten). Reply subjects are not replayed: whoever waited for those replies is gone.
+rewritten). Reply subjects are not replayed: whoever waited for those replies is gone. What the
+server refuses (a subject the connection's role may not publish on, a message over the server's
+payload limit) is counted apart (`ReplayResult.refused`), not as replayed.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import nats.errors
 import orjson
 import structlog
 
@@ -36,7 +40,7 @@ from bus.codec import H_VEC
 from bus.errors import BadInput
 from bus.subjects import Subjects, match, validate_subject
 
-__all__ = ["RecordedMessage", "Recorder", "RecordingError", "read_recording", "replay"]
+__all__ = ["RecordedMessage", "Recorder", "RecordingError", "ReplayResult", "read_recording", "replay"]
 
 log = structlog.get_logger("bus.recording")
 
@@ -196,14 +200,68 @@ def _retarget(subject: str, namespace: str | None) -> str:
     return f"{namespace}.{rest}" if rest else namespace
 
 
+@dataclass(slots=True)
+class ReplayResult:
+    """What a replay did: messages it published, and how many of those the server refused.
+
+    `reasons` counts the refusals by what the server (or the client, for a message over the
+    payload limit) said, for the first `_REASONS_KEPT` distinct reasons.
+    """
+
+    published: int = 0
+    refused: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> int:
+        return self.published - self.refused
+
+    def refuse(self, reason: str) -> None:
+        self.refused += 1
+        if reason in self.reasons or len(self.reasons) < _REASONS_KEPT:
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+_REASONS_KEPT = 8
+_PUBLISH_VIOLATION = "permissions violation for publish"
+_FLUSH_S = 5.0
+
+
+@contextlib.contextmanager
+def _counting_refusals(bus: Bus, result: ReplayResult) -> Iterator[None]:
+    """Count the server's refusals of this connection's publishes into `result` while inside.
+
+    The server answers a publish it does not allow with an asynchronous `-ERR` and keeps the
+    connection; nats-py hands it to the connection's error callback, which this wraps (the
+    callback it wraps still runs). A flush before leaving makes the count complete: the server
+    answers the flush's PING after every publish before it.
+    """
+    nc = bus.nc
+    previous = nc._error_cb
+
+    async def on_error(exc: Exception) -> None:
+        text = str(exc)
+        if _PUBLISH_VIOLATION in text.lower():
+            result.refuse(text.removeprefix("nats: "))
+        await previous(exc)
+
+    nc._error_cb = on_error
+    try:
+        yield
+    finally:
+        if nc._error_cb is on_error:
+            nc._error_cb = previous
+
+
 async def replay(bus: Bus, messages: Sequence[RecordedMessage], *, rate: float = 1.0,
                  namespace: str | None = None, patterns: Iterable[str] | None = None,
-                 loop: bool = False) -> int:
+                 loop: bool = False, result: ReplayResult | None = None) -> ReplayResult:
     """Publish `messages` again with their recorded gaps divided by `rate` (0: no waiting).
 
     `namespace` rewrites each subject's first token; `patterns` (relative to the target
-    namespace, or full) keeps only the messages that match. Returns how many were published;
-    with `loop` it goes on from the start until cancelled.
+    namespace, or full) keeps only the messages that match. Returns how many were published and
+    how many of them the server refused (into `result` when given, which keeps the counts of a
+    replay that is cancelled); with `loop` it goes on from the start until cancelled.
     """
     if rate < 0 or not math.isfinite(rate):
         raise BadInput(f"rate must be 0 (as fast as possible) or more, got {rate}")
@@ -216,18 +274,29 @@ async def replay(bus: Bus, messages: Sequence[RecordedMessage], *, rate: float =
             wanted = [Subjects(ns).full(p, wildcards=True) for p in patterns]
         if wanted is None or any(match(p, target) for p in wanted):
             chosen.append((m, target))
-    published = 0
-    while True:
-        start = time.monotonic()
-        first = chosen[0][0].t if chosen else 0.0
-        for m, target in chosen:
-            if rate > 0:
-                delay = start + (m.t - first) / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await bus.nc.publish(target, m.data, headers=m.headers or None)
-            published += 1
-        await bus.flush()
-        if not loop or not chosen:
-            return published
-        log.info("replay.loop", published=published)
+    done = result if result is not None else ReplayResult()
+    with _counting_refusals(bus, done):
+        try:
+            while True:
+                start = time.monotonic()
+                first = chosen[0][0].t if chosen else 0.0
+                for m, target in chosen:
+                    if rate > 0:
+                        delay = start + (m.t - first) / rate - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    done.published += 1
+                    try:
+                        await bus.nc.publish(target, m.data, headers=m.headers or None)
+                    except nats.errors.MaxPayloadError:
+                        done.refuse(f"{len(m.data)} bytes on {target} exceed the server's limit of "
+                                    f"{bus.nc.max_payload} bytes (headers included)")
+                await bus.flush(_FLUSH_S)  # every refusal of this round has come back
+                if not loop or not chosen:
+                    return done
+                log.info("replay.loop", published=done.published, refused=done.refused)
+        except asyncio.CancelledError:
+            # Stopped (Ctrl-C on a loop): what the server still has to answer counts too.
+            with contextlib.suppress(Exception):
+                await bus.flush(1.0)
+            raise

@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats.js.errors
 import numpy as np
 import pytest
+from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from actors.cli import build_parser
@@ -32,6 +33,7 @@ from bus.durable import (
 )
 from bus.errors import BusError, EscalationError
 from bus.models import MemStore, SysError
+from bus.recording import RecordedMessage, read_recording, replay
 from memory.recall import store
 from tests.actors_for_tests import eventually
 
@@ -234,3 +236,68 @@ async def test_brainbus_record_writes_an_owner_only_recording(
                                       "--duration", "0.2"])
     assert await record_run(args) == 0
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+
+
+# ---------------------------------------------------------------- replay that the server refuses
+
+
+@pytest.fixture
+async def secure_server(tmp_path: Path, namespace: str) -> AsyncIterator[EmbeddedServer]:
+    """A server of its own with the roles' permissions (an agent may not publish on sys.ctl)."""
+    async with EmbeddedServer(data_dir=tmp_path / "nats", auth=True, namespace=namespace, jetstream=False) as s:
+        yield s
+
+
+def write_recording(path: Path, *messages: RecordedMessage) -> Path:
+    path.write_bytes(b"".join(m.to_line() for m in messages))
+    return path
+
+
+async def test_replay_counts_what_the_server_refused_and_exits_1(
+        secure_server: EmbeddedServer, namespace: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    allowed = RecordedMessage(t=0.0, wall=0.0, subject=f"{namespace}.stim.text", data=b"hello")
+    denied = RecordedMessage(t=0.01, wall=0.0, subject=f"{namespace}.sys.ctl.echo", data=b'{"verb": "pause"}')
+    file = write_recording(tmp_path / "session.jsonl", allowed, denied)
+    seen: list[str] = []
+    async with Bus(secure_server.url_for("observer"), namespace=namespace, name="watch") as watcher:
+        async def got(msg: Msg) -> None:
+            seen.append(msg.subject)
+
+        await watcher.subscribe_raw(">", got)
+        await watcher.flush()
+        # The library: both counted, the refused one apart.
+        async with Bus(secure_server.url_for("agent"), namespace=namespace, name="replayer") as agent:
+            result = await replay(agent, read_recording(file), rate=0)
+        assert (result.published, result.refused, result.accepted) == (2, 1, 1)
+        denial = f'permissions violation for publish to "{namespace}.sys.ctl.echo"'
+        assert [r.lower() for r in result.reasons] == [denial]
+        # The command line: says both numbers and why, and fails.
+        args = build_parser().parse_args(["replay", str(file), "--rate", "0",
+                                          "--nats", secure_server.url_for("agent")])
+        assert await record_run(args) == 1
+        out, err = capsys.readouterr()
+        assert f"replayed 1 of 2 messages from {file} into namespace {namespace}; the server refused 1" in out
+        assert err.lower() == f"brainbus replay: 1 refused: {denial}\n"
+        await eventually(lambda: len(seen) == 2, what="the allowed message, once per replay")
+        await asyncio.sleep(0.2)
+    assert seen == [f"{namespace}.stim.text"] * 2
+    # Everything allowed: exit 0, one number.
+    ok = write_recording(tmp_path / "ok.jsonl", allowed, allowed)
+    args = build_parser().parse_args(["replay", str(ok), "--rate", "0", "--nats", secure_server.url_for("agent")])
+    assert await record_run(args) == 0
+    assert capsys.readouterr().out == f"replayed 2 messages from {ok} into namespace {namespace}\n"
+
+
+async def test_replay_counts_a_message_over_the_payload_limit_as_refused(
+        nats_server: EmbeddedServer, bus: Bus, namespace: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    small = RecordedMessage(t=0.0, wall=0.0, subject=f"{namespace}.stim.text", data=b"hello")
+    huge = RecordedMessage(t=0.0, wall=0.0, subject=f"{namespace}.stim.text", data=b"x" * 1_100_000)
+    file = write_recording(tmp_path / "huge.jsonl", small, huge, small)
+    args = build_parser().parse_args(["replay", str(file), "--rate", "0", "--nats", nats_server.url])
+    assert await record_run(args) == 1
+    out, err = capsys.readouterr()
+    assert "replayed 2 of 3 messages" in out and "the server refused 1" in out
+    assert "1100000 bytes" in err and "limit" in err
+    assert bus.connected

@@ -95,7 +95,7 @@ async def test_a_replayed_session_reproduces_the_actions_of_a_deterministic_brai
     messages = read_recording(file)
     sent = await replay(second_bus, messages, rate=0, namespace=second_bus.subjects.ns,
                         patterns=["env.>", "stim.>", "feedback.>"])
-    assert sent == 1 + 2 * len(WORDS)  # the declaration, every stimulus and every reward
+    assert (sent.published, sent.refused) == (1 + 2 * len(WORDS), 0)  # the declaration, every stimulus and reward
     try:
         await eventually(lambda: len(replayed) >= len(WORDS), within=15, what="an action for every stimulus")
         await asyncio.sleep(0.1)
@@ -142,7 +142,7 @@ async def test_recording_round_trips_text_binary_vectors_and_headers(
 
     await second_bus.subscribe_raw(">", seen)
     await second_bus.flush()
-    assert await replay(second_bus, messages, rate=0, namespace=second_bus.subjects.ns) == 3
+    assert (await replay(second_bus, messages, rate=0, namespace=second_bus.subjects.ns)).published == 3
     await eventually(lambda: len(got) == 3, what="three replayed messages")
     assert [m.subject for m in got] == [second_bus.resolve(s) for s in
                                         ("stim.text", "region.thalamus.out", "stim.vector")]
