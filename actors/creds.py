@@ -10,6 +10,12 @@ and for `--listen`:
 
     creds.add_listen_argument(run)               # in actors.cli.build_parser, on the `run` parser
     config = creds.apply_listen(config, args.listen, url)   # in actors.commands.cmd_run
+
+No suggested command carries the password: on a command line every user of the machine sees it
+(`ps`, /proc/PID/cmdline), and it stays in the shell's history. The `nats` CLI reads the user and
+password from its environment (NATS_USER, NATS_PASSWORD), which `eval "$(brainbus creds --env)"`
+sets in the current shell (`export` is a shell builtin: no process is started with the password
+among its arguments); the nats-py snippet reads the same variables.
 """
 
 from __future__ import annotations
@@ -38,7 +44,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="agent (default): talk to the brain; observer: watch; admin: also control "
                              "actors; brain: run actors")
     parser.add_argument("--json", action="store_true", help="one JSON object (url, user, password, ...)")
+    parser.add_argument("--env", action="store_true",
+                        help="shell lines exporting NATS_USER and NATS_PASSWORD, for "
+                             '`eval "$(brainbus creds --env)"` before the nats CLI')
     return parser
+
+
+#: What the `nats` CLI (and the nats-py snippet) read the credentials from.
+NATS_USER_VAR, NATS_PASSWORD_VAR = "NATS_USER", "NATS_PASSWORD"  # noqa: S105 (names, not passwords)
 
 
 def details(role: Role) -> dict[str, Any]:
@@ -70,12 +83,19 @@ def details(role: Role) -> dict[str, Any]:
     }
 
 
-def _snippets(d: dict[str, Any]) -> tuple[str, str]:
-    """A `nats` CLI command and a nats-py program for these details."""
+def _env_lines(d: dict[str, Any]) -> str:
+    """`export` lines for a POSIX shell: the credentials where the nats CLI looks for them."""
+    return "".join(f"export {name}={shlex.quote(value)}\n"
+                   for name, value in ((NATS_USER_VAR, d["user"]), (NATS_PASSWORD_VAR, d["password"])))
+
+
+def _snippets(d: dict[str, Any]) -> tuple[str, str, str]:
+    """How to connect as `d`'s role: the shell line that puts the credentials in the environment,
+    a `nats` CLI command that takes them from there, and a nats-py program that does too."""
     ns, prefix = d["namespace"], d["inbox_prefix"]
     watch = f"{ns}.motor.action" if d["role"] == "agent" else f"{ns}.>"
-    cli = ["nats", "--server", d["server"], "--user", d["user"], "--password", d["password"],
-           "--inbox-prefix", prefix]
+    setup = f'eval "$(brainbus creds --role {d["role"]} --env)"'
+    cli = ["nats", "--server", d["server"], "--inbox-prefix", prefix]
     if d["tls_ca"]:
         cli += ["--tlsca", d["tls_ca"]]
     tls_import, tls_arg = "", ""
@@ -83,24 +103,29 @@ def _snippets(d: dict[str, Any]) -> tuple[str, str]:
         tls_import = "import ssl\n"
         tls_arg = f",\n                             tls=ssl.create_default_context(cafile={d['tls_ca']!r})"
     py = (
-        f"import asyncio\n{tls_import}import nats\n\n"
+        f"import asyncio\nimport os\n{tls_import}import nats\n\n"
         "async def main() -> None:\n"
-        f"    nc = await nats.connect({d['server']!r}, user={d['user']!r}, password={d['password']!r},\n"
+        f"    nc = await nats.connect({d['server']!r}, user=os.environ[{NATS_USER_VAR!r}],\n"
+        f"                             password=os.environ[{NATS_PASSWORD_VAR!r}],\n"
         f"                             inbox_prefix={prefix!r}{tls_arg})\n"
         f"    sub = await nc.subscribe({watch!r})\n"
         "    async for msg in sub.messages:\n"
         "        print(msg.subject, msg.data)\n\n"
         "asyncio.run(main())\n"
     )
-    return shlex.join([*cli, "sub", watch]), py
+    return setup, shlex.join([*cli, "sub", watch]), py
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Print the connection details of `args.role` (JSON with `--json`); 1 when no brain runs here."""
+    """Print the connection details of `args.role` (JSON with `--json`, shell exports of the
+    credentials with `--env`); 1 when no brain runs here."""
     d = details(cast(Role, args.role))
-    cli, py = _snippets(d)
+    setup, cli, py = _snippets(d)
+    if getattr(args, "env", False):
+        sys.stdout.write(_env_lines(d))
+        return 0
     if args.json:
-        sys.stdout.write(orjson.dumps({**d, "nats_cli": cli, "nats_py": py}).decode() + "\n")
+        sys.stdout.write(orjson.dumps({**d, "nats_env": setup, "nats_cli": cli, "nats_py": py}).decode() + "\n")
         return 0
     lines = [
         f"role        {d['role']}",
@@ -116,10 +141,12 @@ async def run(args: argparse.Namespace) -> int:
         f"publish     {', '.join(d['publish']) or 'nothing'}",
         f"subscribe   {', '.join(d['subscribe'])}",
         "",
-        "nats CLI:",
+        f"nats CLI (it takes {NATS_USER_VAR} and {NATS_PASSWORD_VAR} from its environment: a password on a "
+        "command line shows in `ps`):",
+        f"  {setup}",
         f"  {cli}",
         "",
-        "nats-py:",
+        "nats-py (after the same eval):",
         *(f"  {line}" if line else "" for line in py.splitlines()),
         "",
         "brainbus SDK (from this directory it finds the brain by itself):",

@@ -4,19 +4,26 @@ says what the server refused, and `brainbus creds` keeping the password off comm
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
+import shlex
 import stat
+import sys
+import time
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats.js.errors
 import numpy as np
+import orjson
 import pytest
 from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from actors import creds
 from actors.cli import build_parser
 from actors.config import parse_config
 from actors.recordcmd import run as record_run
@@ -34,8 +41,11 @@ from bus.durable import (
 from bus.errors import BusError, EscalationError
 from bus.models import MemStore, SysError
 from bus.recording import RecordedMessage, read_recording, replay
+from bus.runtime import RUNTIME_FILE, Runtime, write_runtime
 from memory.recall import store
 from tests.actors_for_tests import eventually
+from tests.integration.test_cli import BRAINBUS
+from tests.integration.test_cli import env as cli_env
 
 # ---------------------------------------------------------------- the durable intake stream
 
@@ -301,3 +311,76 @@ async def test_replay_counts_a_message_over_the_payload_limit_as_refused(
     assert "replayed 2 of 3 messages" in out and "the server refused 1" in out
     assert "1100000 bytes" in err and "limit" in err
     assert bus.connected
+
+
+# ---------------------------------------------------------------- brainbus creds
+
+
+@pytest.fixture
+async def brain_dir(tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+                    ) -> AsyncIterator[tuple[Path, EmbeddedServer]]:
+    """A directory whose runtime file names a brain on an authenticated server (this process)."""
+    async with EmbeddedServer(data_dir=tmp_path / "nats", auth=True, namespace=namespace, jetstream=False) as s:
+        cwd = tmp_path / "brain"
+        cwd.mkdir()
+        write_runtime(Runtime(url=s.url, namespace=namespace, pid=os.getpid(), started=0.0,
+                              credentials=dict(s.credentials)), cwd / RUNTIME_FILE)
+        monkeypatch.chdir(cwd)
+        yield cwd, s
+
+
+async def test_creds_never_puts_the_password_on_a_suggested_command_line(
+        brain_dir: tuple[Path, EmbeddedServer], capsys: pytest.CaptureFixture[str]) -> None:
+    _, server = brain_dir
+    for role in ("agent", "observer", "admin"):
+        password = server.credentials[role].password
+        assert await creds.run(argparse.Namespace(role=role, json=False, env=False)) == 0
+        text = capsys.readouterr().out
+        # Shown as a detail (the URL, the password line), never in a command to run.
+        assert [line.split()[0] for line in text.splitlines() if password in line] == ["url", "password"]
+        assert "--password" not in text and "--user" not in text
+        assert f'eval "$(brainbus creds --role {role} --env)"' in text
+        assert await creds.run(argparse.Namespace(role=role, json=True, env=False)) == 0
+        d = orjson.loads(capsys.readouterr().out)
+        assert d["password"] == password
+        for key in ("nats_env", "nats_cli", "nats_py"):
+            assert password not in d[key], key
+        assert d["nats_cli"].startswith("nats --server ") and f"--inbox-prefix {d['inbox_prefix']}" in d["nats_cli"]
+        assert await creds.run(argparse.Namespace(role=role, json=False, env=True)) == 0
+        assert capsys.readouterr().out == (f"export NATS_USER={server.credentials[role].user}\n"
+                                           f"export NATS_PASSWORD={shlex.quote(password)}\n")
+
+
+async def test_the_suggested_eval_and_program_connect_with_no_password_in_any_process_arguments(
+        brain_dir: tuple[Path, EmbeddedServer], namespace: str) -> None:
+    cwd, server = brain_dir
+    password = server.credentials["agent"].password
+    e = cli_env()
+    e["PATH"] = os.pathsep.join((str(BRAINBUS.parent), e.get("PATH", "")))
+    printed = await asyncio.create_subprocess_exec(str(BRAINBUS), "creds", "--role", "agent", "--json", cwd=cwd,
+                                                   env=e, stdout=PIPE, stderr=PIPE)
+    out, err = await asyncio.wait_for(printed.communicate(), 30)
+    assert printed.returncode == 0, err.decode()
+    d = orjson.loads(out)
+    # What the text tells a user to run, as a shell runs it: the eval, then the nats-py program.
+    e["SNIPPET"] = d["nats_py"]
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", f'{d["nats_env"]} && exec "{sys.executable}" -u -c "$SNIPPET"', cwd=cwd, env=e,
+        stdout=PIPE, stderr=PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        line = asyncio.ensure_future(proc.stdout.readline())
+        async with Bus(server.url_for("brain"), namespace=namespace, name="brain") as brain:
+            deadline = time.monotonic() + 20
+            while not line.done() and proc.returncode is None and time.monotonic() < deadline:
+                await brain.publish_raw("motor.action", b"left")
+                await asyncio.sleep(0.1)
+        assert line.done(), (await proc.stderr.read(4096)).decode() if proc.returncode is not None else "no line"
+        assert line.result().decode().startswith(f"{namespace}.motor.action b'left'")
+        # What `ps` shows of the running client (the program is on its command line): no password.
+        cmdline = await asyncio.to_thread(Path(f"/proc/{proc.pid}/cmdline").read_bytes)
+        assert b"os.environ" in cmdline and password.encode() not in cmdline
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
