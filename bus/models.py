@@ -27,6 +27,8 @@ from bus.subjects import match
 __all__ = [
     "CTL_VERBS",
     "MAX_REASON",
+    "MAX_REWARD",
+    "MAX_STIMULUS_DIM",
     "STIMULUS_ID",
     "Bid",
     "Broadcast",
@@ -58,6 +60,10 @@ __all__ = [
 ]
 
 MAX_DIM = 8192
+#: The longest vector a stimulus may carry (the thalamus maps any length into the brain's space).
+MAX_STIMULUS_DIM = 4096
+#: The largest reward magnitude accepted (the brain scales rewards itself).
+MAX_REWARD = 10_000.0
 #: The longest `reason` a `SysError` carries.
 MAX_REASON = 500
 MAX_TEXT = 10_000
@@ -116,6 +122,8 @@ def _to_vector(value: Any) -> np.ndarray:
         raise ValueError(f"must be an array of numbers, got {type(value).__name__}")
     if arr.dtype.kind not in "iuf":
         raise ValueError("must contain only numbers")
+    if arr.size == 0:
+        raise ValueError("is empty (length 0): a vector needs at least one number")
     if arr.ndim != 1 or not 0 < arr.size <= MAX_DIM:
         raise ValueError(f"must be a flat array of 1..{MAX_DIM} numbers, got shape {arr.shape}")
     if arr.dtype != np.float32:
@@ -126,6 +134,8 @@ def _to_vector(value: Any) -> np.ndarray:
     return arr
 
 
+_VECTOR_DESCRIPTION = ("float32 vector: a JSON array of finite numbers from outside; inside the brain raw "
+                       "little-endian bytes appended to the body (see the Bb-Vec header).")
 Vector = Annotated[
     np.ndarray,
     PlainValidator(_to_vector),
@@ -135,16 +145,25 @@ Vector = Annotated[
             "type": "array",
             "items": {"type": "number"},
             "maxItems": MAX_DIM,
-            "description": "float32 vector: a JSON array of finite numbers from outside; inside the "
-            "brain raw little-endian bytes appended to the body (see the Bb-Vec header).",
+            "description": _VECTOR_DESCRIPTION,
         }
     ),
 ]
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
 StimulusId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+#: An episode of a world: the steps (stimuli) that share it are one task, learnt across steps.
+EpisodeId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 #: What a `StimulusId` may be, for checks outside a model (a `Bb-Sid` header).
 STIMULUS_ID = re.compile(r"[\x21-\x7e]{1,128}")
 ActionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+#: A vector of a stimulus: what `Vector` is, within the stimulus contract's length.
+StimulusVector = Annotated[
+    np.ndarray,
+    PlainValidator(_to_vector),
+    PlainSerializer(lambda a: a.tolist(), return_type=list[float], when_used="json"),
+    WithJsonSchema({"type": "array", "items": {"type": "number"}, "minItems": 1, "maxItems": MAX_STIMULUS_DIM,
+                    "description": _VECTOR_DESCRIPTION}),
+]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 _REGISTRY: dict[str, type[Message]] = {}
@@ -227,15 +246,20 @@ class TextStimulus(Message):
     PLAIN_TEXT_FIELD: ClassVar[str | None] = "text"
     text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
     id: StimulusId | None = None
+    episode: EpisodeId | None = None
 
 
 @message("stim.vector", "vector_stimulus")
 class VectorStimulus(Message):
-    """A vector for the brain to perceive (an image embedding, a sensor reading...)."""
+    """A vector for the brain to perceive (an image embedding, a sensor reading, a world's state).
 
-    vector: Vector
+    Any length from 1 to `MAX_STIMULUS_DIM`: the thalamus maps it into the brain's space.
+    """
+
+    vector: StimulusVector
     modality: Token = "vector"
     id: StimulusId | None = None
+    episode: EpisodeId | None = None
 
 
 @message("env.actions", "env_actions")
@@ -248,11 +272,20 @@ class EnvActions(Message):
 
 @message("feedback.reward", "reward")
 class Reward(Message):
-    """Reward (positive) or punishment (negative) for an action."""
+    """Reward (positive) or punishment (negative) for an action.
 
-    value: Annotated[float, Field(ge=-1.0, le=1.0)]
+    `terminal` (default true: a one-step trial) ends the episode of the stimulus it answers;
+    false means more steps follow, and the brain's value of the next stimulus completes the
+    temporal-difference error. `truncated` ends the episode without a terminal value (a time
+    limit). `episode` names the episode where `stimulus_id` does not.
+    """
+
+    value: Annotated[float, Field(ge=-MAX_REWARD, le=MAX_REWARD, allow_inf_nan=False)]
     stimulus_id: StimulusId | None = None
     action: ActionName | None = None
+    terminal: bool = True
+    truncated: bool = False
+    episode: EpisodeId | None = None
 
 
 # ---------------------------------------------------------------- brain → world

@@ -176,7 +176,7 @@ def test_vector_encoding_is_compact_and_exact() -> None:
     assert headers[H_VEC] == "vector:f32:384"
     assert body.endswith(v.astype("<f4").tobytes())
     json_part = body[: -384 * 4]
-    assert orjson.loads(json_part) == {"modality": "vector", "id": None}
+    assert orjson.loads(json_part) == {"modality": "vector", "id": None, "episode": None}
     assert len(body) < 384 * 4 + 64
     out = decode(VectorStimulus, body, headers, SUBJ)[0].vector
     assert out.tobytes() == v.tobytes() and out.flags.writeable
@@ -283,7 +283,7 @@ def test_nan_strings_in_vectors_are_not_numbers() -> None:
 
 def test_too_large_number() -> None:
     reason = reason_of(Reward, b'{"value": 1e39}')
-    assert reason == "field 'value': Input should be less than or equal to 1 (got 1e+39)"
+    assert reason == "field 'value': Input should be less than or equal to 10000 (got 1e+39)"
     assert reason_of(VectorStimulus, b'{"vector": [1' + b"0" * 40 + b"]}").startswith(
         "field 'vector': must contain only numbers")  # an integer beyond 64 bits
 
@@ -313,7 +313,7 @@ def test_vector_of_non_numbers(items: bytes, got: str) -> None:
 
 
 def test_vector_shapes() -> None:
-    assert "got shape (0,)" in reason_of(VectorStimulus, b'{"vector": []}')
+    assert "is empty (length 0)" in reason_of(VectorStimulus, b'{"vector": []}')
     assert "got shape (2, 2)" in reason_of(VectorStimulus, b'{"vector": [[1, 2], [3, 4]]}')
     assert reason_of(VectorStimulus, b'{"vector": "1 2 3"}').startswith(
         "field 'vector': must be an array of numbers, got str")
@@ -748,9 +748,9 @@ def test_schema_of_outside_messages_rejects_what_the_codec_rejects() -> None:
     schema = TextStimulus.model_json_schema()
     assert schema["required"] == ["text"] and schema["additionalProperties"] is False
     reward = Reward.model_json_schema()["properties"]["value"]
-    assert (reward["minimum"], reward["maximum"]) == (-1.0, 1.0)
+    assert (reward["minimum"], reward["maximum"]) == (-10000.0, 10000.0)
     assert decode(Reward, b'{"value": -1}', None, SUBJ)[0].value == -1.0
-    assert "less than or equal to 1" in reason_of(Reward, b'{"value": 1.01}')
+    assert "less than or equal to 10000" in reason_of(Reward, b'{"value": 10000.5}')
 
 
 def test_trace_fields_read_type_source_and_stimulus_from_any_headers() -> None:
