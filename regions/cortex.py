@@ -114,7 +114,8 @@ class Cortex(Modulated):
         await self.publish(self.bus.subjects.gw_bid, Bid(
             source=self.name, kind="percept", salience=min(salience, 10.0), content=self._adapt(x),
             stimulus_id=sid, detail={"novelty": round(novelty, 4), "modality": msg.data.get("modality"),
-                                     "text": msg.data.get("text")}), stimulus_id=sid)
+                                     "text": msg.data.get("text"), "episode": msg.data.get("episode")}),
+            stimulus_id=sid)
         self._learn_soon()
         usual = novelty if self.usual_novelty is None else self.usual_novelty
         self.usual_novelty = usual + o.adaptation_rate * (novelty - usual)

@@ -102,7 +102,8 @@ def relayed_reward(msg: RegionOutput) -> Reward | None:
     if msg.kind != "reward" or msg.region != INTAKE:
         return None
     try:
+        fields = {name: msg.data[name] for name in ("terminal", "truncated", "episode") if name in msg.data}
         return Reward.model_validate({"value": msg.data.get("value"), "action": msg.data.get("action"),
-                                      "stimulus_id": msg.stimulus_id})
+                                      "stimulus_id": msg.stimulus_id, **fields})
     except ValidationError as exc:
         raise BadInput(f"relayed reward is invalid: {format_validation_error(exc)}") from None

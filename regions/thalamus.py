@@ -2,7 +2,10 @@
 
 Text is encoded by the language encoder: the MiniLM sentence encoder (micro-batched, in a worker
 thread, so the event loop never waits on it) or the deterministic hashing encoder (fast; tests).
-Vectors pass through after a dimension check. Each percept carries a habituation factor (repeated
+A vector of the brain's own length (an embedding) passes through as a direction; a vector of
+any other length (1 to 4,096: a world's state, a sensor reading) goes through a fixed random
+Fourier feature map into the brain's space (regions.vectors.WorldMap). An `episode` id rides on
+the percept to the regions that keep per-episode state. Each percept carries a habituation factor (repeated
 stimuli lose their orienting response and recover with time) that the cortex applies to the
 novelty part of its bid. While the brain sleeps, intake is gated: stimuli are dropped and counted.
 The percept goes out on `NS.region.<name>.out`, carrying the stimulus id that everything
@@ -31,12 +34,21 @@ from actors.actor import Actor, ActorState, on
 from actors.determinism import SETTLE_SUBJECT, STEP_S
 from bus import Meta
 from bus.errors import BadInput, NoRespondersError, RequestTimeout
-from bus.models import MotorAction, NeuromodLevels, RegionOutput, Reward, SysError, TextStimulus, VectorStimulus
+from bus.models import (
+    MAX_STIMULUS_DIM,
+    MotorAction,
+    NeuromodLevels,
+    RegionOutput,
+    Reward,
+    SysError,
+    TextStimulus,
+    VectorStimulus,
+)
 from regions.encoders import Encoder, HashingEncoder, MiniLMEncoder, resolve_device
 from regions.habituation import Habituation
 from regions.intake import Input, IntakeQueue
 from regions.microbatch import MicroBatcher
-from regions.vectors import unit
+from regions.vectors import WorldMap, unit
 
 __all__ = ["Thalamus"]
 
@@ -112,6 +124,7 @@ class Thalamus(Actor):
             # Handlers wait for their batch concurrently; otherwise each batch would hold one text.
             self.concurrency = o.max_batch * workers
         self.hashing = HashingEncoder(dim=o.dim, seed=o.seed)
+        self.world_map = WorldMap(o.dim, seed=o.seed)
         self.habituation = Habituation(rate=o.habituation_rate, recovery_tau_s=o.habituation_recovery_s)
         self._ids = itertools.count(1)
         # Deterministic ids in deterministic mode: a replayed session names its stimuli the same.
@@ -202,26 +215,34 @@ class Thalamus(Actor):
             vector = await self.batcher.encode(msg.text)
         else:
             vector = self.hashing.encode([msg.text])[0]
-        await self._relay(sid, "text", vector, {"text": msg.text[:200]})
+        data: dict[str, Any] = {"text": msg.text[:200]}
+        if msg.episode:
+            data["episode"] = msg.episode
+        await self._relay(sid, "text", vector, data)
         return True
 
     @on("stim.vector")
     async def sensed(self, msg: VectorStimulus, meta: Meta) -> None:
-        if msg.vector.size != self.options.dim:
-            raise BadInput(f"vector has {msg.vector.size} dimensions; this brain expects {self.options.dim}")
-        percept = unit(msg.vector)
-        if percept is None:
-            raise BadInput("vector is all zeros: it has no direction to perceive")
+        n = msg.vector.size
+        if n > MAX_STIMULUS_DIM:
+            raise BadInput(f"vector has length {n}; a stimulus vector has length 1 to {MAX_STIMULUS_DIM:,}")
+        if n == self.options.dim:
+            # The brain's own length: an embedding, taken as a direction.
+            percept = unit(msg.vector)
+            if percept is None:
+                raise BadInput(f"vector of length {n} is all zeros: an embedding with no direction to perceive")
+        else:
+            percept = self.world_map(msg.vector)
         sid = self._stimulus_id(msg.id)
         if self.inputs is not None:
-            await self._enqueue(sid, partial(self._take_vector, sid, msg.modality, percept))
+            await self._enqueue(sid, partial(self._take_vector, sid, msg.modality, percept, msg.episode))
             return
-        await self._take_vector(sid, msg.modality, percept)
+        await self._take_vector(sid, msg.modality, percept, msg.episode)
 
-    async def _take_vector(self, sid: str, modality: str, vector: np.ndarray) -> bool:
+    async def _take_vector(self, sid: str, modality: str, vector: np.ndarray, episode: str | None) -> bool:
         if self._asleep(sid):
             return False
-        await self._relay(sid, modality, vector, {})
+        await self._relay(sid, modality, vector, {"episode": episode} if episode else {})
         return True
 
     # ---------------------------------------------------------------- deterministic intake
@@ -257,7 +278,8 @@ class Thalamus(Actor):
         async def release() -> bool:
             await self.publish(self.out_subject, RegionOutput(
                 region=self.name, kind="reward", stimulus_id=msg.stimulus_id,
-                data={"value": msg.value, "action": msg.action}), stimulus_id=msg.stimulus_id)
+                data={"value": msg.value, "action": msg.action, "terminal": msg.terminal,
+                      "truncated": msg.truncated, "episode": msg.episode}), stimulus_id=msg.stimulus_id)
             self.call_later(self.options.input_timeout_s, "input_expired")
             return True
 
