@@ -16,6 +16,7 @@ from actors.determinism import INTAKE, STEP_S
 from bus import Meta
 from bus.models import NeuromodEvent, RegionOutput, Reward
 from regions.intake import relayed_reward
+from regions.rewards import RewardScale
 from regions.valence import Amygdala as ValenceCore
 
 __all__ = ["Amygdala"]
@@ -26,6 +27,7 @@ class Amygdala(Actor):
 
     async def on_start(self) -> None:
         self.core = ValenceCore()
+        self.reward_scale = RewardScale()  # the same scaling the basal ganglia apply
         self.last_step = time.monotonic()
         self.out_subject = self.bus.subjects.region_out(self.name)
         if self.deterministic:
@@ -43,7 +45,7 @@ class Amygdala(Actor):
             await self._outcome(reward)
 
     async def _outcome(self, msg: Reward) -> None:
-        report = self.core.observe(msg.value)
+        report = self.core.observe(self.reward_scale(msg.value))
         sid = msg.stimulus_id
         for event in report.events:
             await self.publish(self.bus.subjects.neuromod_event, NeuromodEvent(
@@ -63,10 +65,11 @@ class Amygdala(Actor):
         self.last_step = now
 
     def snapshot(self) -> dict[str, Any]:
-        return {"core": self.core.snapshot()}
+        return {"core": self.core.snapshot(), "reward_scale": self.reward_scale.largest}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.core.restore(state["core"])
+        self.reward_scale.largest = float(state.get("reward_scale", 1.0))
 
     def extra_stats(self) -> dict[str, Any]:
         return {"stress": round(self.core.stress, 4)}

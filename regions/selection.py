@@ -10,22 +10,30 @@ An action is drawn from ``softmax(beta * prefs + bias)``: ``beta`` is the invers
 
 Learning is three-factor: each choice leaves an eligibility trace (factors 1 and 2: the
 pre-synaptic context on the synapses of the chosen action's channel), and a later dopamine-like
-reward prediction error ``delta = r - V(s)`` (factor 3) turns traces into weight changes::
+temporal-difference error ``delta`` (factor 3) turns traces into weight changes::
 
-    e_w    <- lambda * e_w + s / |s|^2
-    e_W    <- lambda * e_W;   e_W[a] += s / |s|^2        (only the chosen action's row)
+    e_w    <- gamma * lambda * e_w + s / |s|^2
+    e_W    <- gamma * lambda * e_W;   e_W[a] += s / |s|^2        (only the chosen action's row)
     w      += lr * critic_scale * rpe_gain * delta * e_w
     W      <- (1 - lr * actor_decay) * W + lr * rpe_gain * delta * e_W
+
+Episodes (TD(lambda) actor-critic). Each episode has traces of its own (:class:`EpisodeTrace`), so
+interleaved episodes never credit each other's choices. A reward that ends the episode
+(``terminal``) is judged against the last choice's value, ``delta = r - V(s)``, and clears the
+episode. A reward with more steps to come is held until the episode's next context ``s'``:
+:meth:`bootstrap` then computes ``delta = r + gamma * V(s') - V(s)`` (``gamma`` the discount) and
+learns before the next choice. A ``truncated`` episode (a time limit) ends without a terminal
+value: the unseen next state is valued as the last one, ``delta = r + gamma * V(s) - V(s)``.
 
 This is the classic "direct" actor of the basal-ganglia actor-critic models (Barto 1995) rather
 than the policy-gradient actor (whose ``onehot - pi`` factor vanishes once the policy is nearly
 deterministic, which makes reversal after a payoff swap very slow). The small ``actor_decay``
 keeps preferences bounded, so how fast a reversal happens does not depend on how long the old
 contingency was trained. Dividing by ``|s|^2`` (normalised LMS) makes ``lr`` mean "fraction of the
-error corrected" for any context scale or dimension. Traces decay by ``lambda`` at every new
-choice, so a reward that arrives after several choices still credits the earlier ones
-(``learn(..., terminal=False)`` keeps the traces for a later reward); a terminal reward clears
-them, as each trial of a bandit is its own episode.
+error corrected" for any context scale or dimension. Traces decay by ``gamma * lambda`` at every
+new choice, so a reward that arrives after several choices still credits the earlier ones; a
+terminal reward clears them, as each trial of a bandit is its own episode (the episode ``None``,
+which one-step trials use).
 
 The action repertoire is declared at run time (``set_actions``): weights of actions that persist
 are kept, new actions start at zero preference, removed actions are dropped.
@@ -95,6 +103,21 @@ def as_vector(x: ContextLike, dim: int) -> torch.Tensor:
     return t
 
 
+@dataclass(slots=True)
+class EpisodeTrace:
+    """What one episode has pending: its eligibility traces, the context of its last choice, and
+    the reward received since that choice that waits for the next context's value."""
+
+    e_w: torch.Tensor
+    e_W: torch.Tensor
+    pending: torch.Tensor | None = None
+    reward: float | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"trace_critic": self.e_w.tolist(), "trace_actor": self.e_W.tolist(),
+                "pending": None if self.pending is None else self.pending.tolist(), "reward": self.reward}
+
+
 class ActorCritic:
     """Actor-critic over a run-time action repertoire.
 
@@ -134,12 +157,9 @@ class ActorCritic:
         self._exp_pool = np.empty(0, dtype=np.float32)
         self._actions: list[str] = []
         self._w = torch.zeros(dim)
-        self._e_w = torch.zeros(dim)
         self._W = torch.zeros(0, dim)
-        self._e_W = torch.zeros(0, dim)
-        # The context of the most recent choice not yet resolved by a reward; the RPE is computed
-        # against its value.
-        self._pending: torch.Tensor | None = None
+        # Open episodes (None: the one of one-step trials), the most recently active last.
+        self._episodes: dict[str | None, EpisodeTrace] = {}
         self.choices = 0
         self.updates = 0
         self.set_actions(actions)
@@ -162,15 +182,43 @@ class ActorCritic:
             raise ValueError("action names must be non-empty")
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate action names in {names}")
-        old = {a: i for i, a in enumerate(self._actions)}
-        W = torch.zeros(len(names), self.dim)
-        e_W = torch.zeros(len(names), self.dim)
-        for i, a in enumerate(names):
-            j = old.get(a)
-            if j is not None:
-                W[i] = self._W[j]
-                e_W[i] = self._e_W[j]
-        self._actions, self._W, self._e_W = names, W, e_W
+        old = [(i, j) for i, a in enumerate(names) if (j := self._index(a)) is not None]
+
+        def kept(rows: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(len(names), self.dim)
+            for i, j in old:
+                out[i] = rows[j]
+            return out
+
+        self._W = kept(self._W)
+        for trace in self._episodes.values():
+            trace.e_W = kept(trace.e_W)
+        self._actions = names
+
+    def _index(self, action: str) -> int | None:
+        try:
+            return self._actions.index(action)
+        except ValueError:
+            return None
+
+    # -- episodes ------------------------------------------------------------------------------
+
+    @property
+    def open_episodes(self) -> list[str | None]:
+        """Episodes with traces, the least recently active first."""
+        return list(self._episodes)
+
+    def _trace(self, episode: str | None) -> EpisodeTrace:
+        trace = self._episodes.pop(episode, None)
+        if trace is None:
+            trace = EpisodeTrace(torch.zeros(self.dim), torch.zeros(len(self._actions), self.dim))
+        self._episodes[episode] = trace  # most recently active last
+        return trace
+
+    def end_episode(self, episode: str | None) -> bool:
+        """Forget an episode's traces and pending choice (ended, timed out, or the motor held the
+        action back); whether it was open."""
+        return self._episodes.pop(episode, None) is not None
 
     # -- forward -------------------------------------------------------------------------------
 
@@ -208,8 +256,10 @@ class ActorCritic:
         bias: Mapping[str, float] | None = None,
         *,
         greedy: bool = False,
+        episode: str | None = None,
+        discount: float = 1.0,
     ) -> Choice:
-        """Select an action and leave an eligibility trace for it.
+        """Select an action and leave an eligibility trace for it in `episode`'s traces.
 
         Args:
             context: The context vector (dimension ``dim``).
@@ -217,6 +267,8 @@ class ActorCritic:
             bias: Additive log-odds per action (episodic evidence); unknown actions and
                 non-finite entries are ignored.
             greedy: Take the most probable action instead of sampling (evaluation).
+            episode: The episode this choice belongs to (None: one-step trials).
+            discount: ``gamma``: the earlier traces decay by ``gamma * lambda``.
 
         Raises:
             RuntimeError: When no actions are declared.
@@ -244,13 +296,14 @@ class ActorCritic:
             # the same generator: the same choices for a seed), without its checks and overhead.
             idx = int(np.argmax(probs / self._exponentials(len(probs))))
         inv_norm = np.float32(1.0 / max(float(sn @ sn), _EPS))
-        lam = np.float32(self.trace_decay)
-        e_w, e_W = self._e_w.numpy(), self._e_W.numpy()
+        lam = np.float32(self.trace_decay * discount)
+        trace = self._trace(episode)
+        e_w, e_W = trace.e_w.numpy(), trace.e_W.numpy()
         e_w *= lam
         e_w += inv_norm * sn
         e_W *= lam
         e_W[idx] += inv_norm * sn
-        self._pending = s
+        trace.pending = s
         self.choices += 1
         return Choice(
             action=self._actions[idx],
@@ -268,33 +321,64 @@ class ActorCritic:
 
     # -- learning ------------------------------------------------------------------------------
 
-    def learn(self, reward: float, lr: float, *, rpe_gain: float = 1.0, terminal: bool = True) -> float:
-        """Apply a reward to the traces of past choices.
+    def learn(self, reward: float, lr: float, *, rpe_gain: float = 1.0, terminal: bool = True,
+              truncated: bool = False, discount: float = 1.0, episode: str | None = None) -> float | None:
+        """Apply a reward to the traces of `episode`'s past choices.
 
         Args:
-            reward: The reward (single-step TD target: ``delta = reward - V(s_last)``).
+            reward: The reward of the episode's last choice.
             lr: Learning rate (acetylcholine).
             rpe_gain: Multiplier on the RPE in the weight change (dopamine gain).
-            terminal: Clear the traces afterwards (end of the episode). Pass False when more
-                reward may follow for the same choices.
+            terminal: The episode ends here: ``delta = reward - V(s)``, then its traces go.
+            truncated: The episode ends without a terminal value (a time limit):
+                ``delta = reward + discount * V(s) - V(s)``, then its traces go.
+            discount: ``gamma``, for a truncated episode.
+            episode: Whose choices the reward is for (None: one-step trials).
 
         Returns:
-            The reward prediction error ``delta``; 0.0 when there was no choice to credit.
+            The TD error ``delta``; 0.0 when the episode had no choice to credit; None when more
+            steps follow (the error is computed by :meth:`bootstrap` at the next context).
         """
-        if not (math.isfinite(reward) and math.isfinite(lr) and math.isfinite(rpe_gain)):
-            raise ValueError("reward, lr and rpe_gain must be finite")
-        if self._pending is None:
+        if not (math.isfinite(reward) and math.isfinite(lr) and math.isfinite(rpe_gain)
+                and math.isfinite(discount)):
+            raise ValueError("reward, lr, rpe_gain and discount must be finite")
+        trace = self._episodes.get(episode)
+        if trace is None or trace.pending is None:
+            if terminal or truncated:
+                self.end_episode(episode)
             return 0.0
-        delta = float(reward) - float(self._w @ self._pending)
+        reward = float(reward) + (trace.reward or 0.0)
+        if not (terminal or truncated):
+            trace.reward = reward  # waits for the value of the episode's next context
+            return None
+        v = float(self._w @ trace.pending)
+        delta = reward - v if terminal else reward + discount * v - v
+        self._apply(trace, delta, lr, rpe_gain)
+        self.end_episode(episode)
+        return delta
+
+    def bootstrap(self, context: ContextLike, lr: float, *, rpe_gain: float = 1.0, discount: float = 1.0,
+                  episode: str | None = None) -> float | None:
+        """The episode's next context has come: learn from the reward held since its last choice,
+        ``delta = r + discount * V(s') - V(s)``. None when no reward was held (nothing learnt)."""
+        trace = self._episodes.get(episode)
+        if trace is None or trace.pending is None or trace.reward is None:
+            return None
+        if not (math.isfinite(lr) and math.isfinite(rpe_gain) and math.isfinite(discount)):
+            raise ValueError("lr, rpe_gain and discount must be finite")
+        s_next = as_vector(context, self.dim)
+        delta = trace.reward + discount * float(self._w @ s_next) - float(self._w @ trace.pending)
+        trace.reward = None
+        self._apply(trace, delta, lr, rpe_gain)
+        return delta
+
+    def _apply(self, trace: EpisodeTrace, delta: float, lr: float, rpe_gain: float) -> None:
         step = lr * rpe_gain * delta
-        self._w.add_(self._e_w, alpha=step * self.critic_scale)
+        self._w.add_(trace.e_w, alpha=step * self.critic_scale)
         if self.actor_decay > 0.0:
             self._W.mul_(1.0 - min(1.0, lr * self.actor_decay))
-        self._W.add_(self._e_W, alpha=step)
+        self._W.add_(trace.e_W, alpha=step)
         self.updates += 1
-        if terminal:
-            self.reset_traces()
-        return delta
 
     def replay(self, context: ContextLike, action: str, reward: float, lr: float, *, decay: bool = True) -> float:
         """Learn offline from a remembered (context, action, reward): sleep consolidation.
@@ -327,11 +411,6 @@ class ActorCritic:
         self.updates += 1
         return delta
 
-    def reset_traces(self) -> None:
-        """Forget pending choices (e.g. the motor gate held the action back)."""
-        self._e_w.zero_()
-        self._e_W.zero_()
-        self._pending = None
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -342,9 +421,7 @@ class ActorCritic:
             "actions": list(self._actions),
             "critic": self._w.tolist(),
             "actor": self._W.tolist(),
-            "trace_critic": self._e_w.tolist(),
-            "trace_actor": self._e_W.tolist(),
-            "pending": None if self._pending is None else self._pending.tolist(),
+            "episodes": [{"episode": episode, **trace.snapshot()} for episode, trace in self._episodes.items()],
             "choices": self.choices,
             "updates": self.updates,
             "rng": base64.b64encode(self._gen.get_state().numpy().tobytes()).decode("ascii"),
@@ -363,17 +440,24 @@ class ActorCritic:
         n = len(actions)
         self._actions = actions
         self._w = as_vector(state["critic"], self.dim)
-        self._e_w = as_vector(state["trace_critic"], self.dim)
-        self._W = as_vector(np.asarray(state["actor"], dtype=np.float32).reshape(-1), n * self.dim).reshape(
-            n, self.dim
-        )
-        self._e_W = as_vector(
-            np.asarray(state["trace_actor"], dtype=np.float32).reshape(-1), n * self.dim
-        ).reshape(n, self.dim)
-        pending = state.get("pending")
-        self._pending = None if pending is None else as_vector(pending, self.dim)
+        self._W = self._matrix(state["actor"], n)
+        # (Snapshots before episodes had one set of traces: the one-step trials' episode.)
+        episodes = state.get("episodes")
+        if episodes is None:
+            episodes = [{"episode": None, "trace_critic": state["trace_critic"],
+                         "trace_actor": state["trace_actor"], "pending": state.get("pending")}]
+        self._episodes = {}
+        for item in episodes:
+            pending, reward = item.get("pending"), item.get("reward")
+            self._episodes[item["episode"]] = EpisodeTrace(
+                as_vector(item["trace_critic"], self.dim), self._matrix(item["trace_actor"], n),
+                None if pending is None else as_vector(pending, self.dim),
+                None if reward is None else float(reward))
         self.choices = int(state.get("choices", 0))
         self.updates = int(state.get("updates", 0))
         rng = np.frombuffer(base64.b64decode(state["rng"]), dtype=np.uint8).copy()
         self._gen.set_state(torch.from_numpy(rng))
         self._exp_pool = np.frombuffer(base64.b64decode(state.get("exp_pool", "")), dtype="<f4").astype(np.float32)
+
+    def _matrix(self, rows: Any, n: int) -> torch.Tensor:
+        return as_vector(np.asarray(rows, dtype=np.float32).reshape(-1), n * self.dim).reshape(n, self.dim)

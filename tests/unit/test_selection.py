@@ -59,18 +59,68 @@ def test_eligibility_traces_credit_earlier_choices_for_delayed_reward() -> None:
     ac = ActorCritic(DIM, ["a", "b"], trace_decay=0.5, seed=0)
     x1 = [1.0] + [0.0] * (DIM - 1)
     x2 = [0.0, 1.0] + [0.0] * (DIM - 2)
-    first = ac.choose(x1, beta=0.0, greedy=True)
-    second = ac.choose(x2, beta=0.0, greedy=True)
-    ac.learn(1.0, lr=0.2, terminal=False)
+    first = ac.choose(x1, beta=0.0, greedy=True, episode="e", discount=0.9)
+    assert ac.learn(0.0, lr=0.2, terminal=False, episode="e") is None  # waits for the next state
+    second = ac.choose(x2, beta=0.0, greedy=True, episode="e", discount=0.9)
+    assert ac.learn(1.0, lr=0.2, episode="e") == pytest.approx(1.0)
     gain_first = ac.preferences(x1)[first.action]
     gain_second = ac.preferences(x2)[second.action]
     assert gain_second == pytest.approx(0.2, abs=1e-6)
-    assert gain_first == pytest.approx(0.5 * gain_second, abs=1e-6)  # decayed by lambda once
-    # terminal=False kept the traces: a second reward credits both choices again.
-    ac.learn(1.0, lr=0.2)
-    assert ac.preferences(x1)[first.action] > gain_first
-    # The terminal reward cleared the traces.
-    assert ac.learn(1.0, lr=0.2) == 0.0
+    assert gain_first == pytest.approx(0.9 * 0.5 * gain_second, abs=1e-6)  # decayed by gamma * lambda
+    # The terminal reward closed the episode.
+    assert ac.open_episodes == [] and ac.learn(1.0, lr=0.2, episode="e") == 0.0
+
+
+def test_td_error_bootstraps_on_the_next_states_value() -> None:
+    ac = ActorCritic(DIM, ["a"], trace_decay=0.0, seed=0)
+    x1 = [1.0] + [0.0] * (DIM - 1)
+    x2 = [0.0, 1.0] + [0.0] * (DIM - 2)
+    ac.choose(x2, beta=0.0, episode="warm")
+    ac.learn(1.0, lr=0.5, episode="warm")  # V(x2) = 0.5
+    ac.choose(x1, beta=0.0, episode="e")
+    assert ac.learn(0.25, lr=0.5, terminal=False, episode="e") is None
+    delta = ac.bootstrap(x2, lr=0.5, discount=0.8, episode="e")
+    assert delta == pytest.approx(0.25 + 0.8 * 0.5 - 0.0)
+    assert ac.value(x1) == pytest.approx(0.5 * delta)
+    assert ac.bootstrap(x2, lr=0.5, discount=0.8, episode="e") is None  # the held reward is spent
+
+
+def test_a_short_chain_converges_to_its_discounted_values() -> None:
+    """s0 -> s1 -> s2 -> end, reward 1 on leaving s2: V(s_k) -> gamma^(2 - k)."""
+    gamma, states = 0.9, [[1.0 if i == k else 0.0 for i in range(DIM)] for k in range(3)]
+    ac = ActorCritic(DIM, ["go"], trace_decay=0.8, seed=0)
+    for n in range(300):
+        episode = f"run-{n}"
+        for k, s in enumerate(states):
+            ac.bootstrap(s, lr=0.2, discount=gamma, episode=episode)
+            ac.choose(s, beta=0.0, episode=episode, discount=gamma)
+            ac.learn(1.0 if k == 2 else 0.0, lr=0.2, terminal=k == 2, episode=episode)
+    for k, s in enumerate(states):
+        assert ac.value(s) == pytest.approx(gamma ** (2 - k), abs=0.02)
+    assert ac.open_episodes == []
+
+
+def test_truncation_ends_an_episode_without_a_terminal_value() -> None:
+    ac = ActorCritic(DIM, ["a"], trace_decay=0.0, seed=0)
+    ac.choose(CTX, beta=0.0, episode="warm")
+    ac.learn(1.0, lr=1.0, episode="warm")  # V(CTX) = 1
+    ac.choose(CTX, beta=0.0, episode="e")
+    # Cut by a time limit: the next state is valued as the last one, not as 0.
+    assert ac.learn(0.0, lr=0.5, truncated=True, terminal=False, discount=0.9, episode="e") == pytest.approx(-0.1)
+    assert "e" not in ac.open_episodes
+
+
+def test_interleaved_episodes_keep_their_own_traces() -> None:
+    ac = ActorCritic(DIM, ["a", "b"], trace_decay=1.0, seed=0)
+    x1 = [1.0] + [0.0] * (DIM - 1)
+    x2 = [0.0, 1.0] + [0.0] * (DIM - 2)
+    one = ac.choose(x1, beta=0.0, greedy=True, episode="one")
+    ac.choose(x2, beta=0.0, greedy=True, episode="two")
+    ac.learn(1.0, lr=0.5, episode="one")
+    assert ac.preferences(x1)[one.action] == pytest.approx(0.5)
+    assert ac.preferences(x2) == {"a": 0.0, "b": 0.0}  # episode two's choice was not credited
+    assert ac.open_episodes == ["two"]
+    assert ac.end_episode("two") and not ac.end_episode("two")
 
 
 def test_set_actions_keeps_persisting_weights() -> None:
