@@ -6,9 +6,11 @@ Every broadcast content ``x`` (unit-normalised) is offered to the state ``h`` (d
     h = normalise((1 - g) * leak * h + g * x)
 
 Salient contents are admitted (with the defaults g = 0.05 at salience 0, 0.5 at 0.5, 0.95 at 1)
-while weak ones barely disturb what is held; ``leak`` < 1 tilts the mix further towards the new
-content, so old contents fade after a few updates. ``h`` is kept at unit norm so the readout
-downstream sees the same scale whatever the history.
+while weak ones barely disturb what is held. A percept that repeats the previous percept brings
+nothing new, and the gate closes by how alike they are: ``g *= 1 - max(0, cos(x, percept))``, so
+a run of identical distractors (a corridor) leaves a cue seen before it in ``h``. ``leak`` < 1
+tilts the mix further towards the new content, so old contents fade after a few updates. ``h``
+is kept at unit norm so the readout downstream sees the same scale whatever the history.
 
 The context for action selection is ``concat(percept, h) / sqrt(2)`` (dimension ``2 D``, unit
 norm once both halves are set): ``percept`` is the latest *percept* written (a stimulus, not a
@@ -93,6 +95,12 @@ class WorkingMemory:
         n = math.sqrt(float(xn @ xn))
         xn = xn / n if n > _EPS else np.zeros_like(xn)
         g = self.gate(min(1.0, max(0.0, float(salience))))
+        if is_percept:
+            g *= 1.0 - max(0.0, float(xn @ self._percept.numpy()))
+        if g <= 0.0:  # nothing new: `h` holds as it is (the leak alone would be undone below)
+            self._percept = torch.from_numpy(xn)
+            self.updates += 1
+            return 0.0
         h = np.float32((1.0 - g) * self.leak) * self._h.numpy() + np.float32(g) * xn
         n = math.sqrt(float(h @ h))
         self._h = torch.from_numpy(h / n if n > _EPS else np.zeros_like(h))
