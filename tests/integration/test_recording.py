@@ -125,7 +125,7 @@ async def test_recording_round_trips_text_binary_vectors_and_headers(
     assert [line["subject"] for line in lines] == [bus.resolve(s) for s in
                                                    ("stim.text", "region.thalamus.out", "stim.vector")]
     assert [line["encoding"] for line in lines] == ["utf8", "base64", "base64"]
-    assert orjson.loads(lines[0]["body"]) == {"text": "héllo", "id": "x1"}
+    assert orjson.loads(lines[0]["body"]) == {"text": "héllo", "id": "x1", "episode": None}
     assert lines[1]["headers"][codec.H_VEC] == "vector:f32:384"
     assert lines[1]["headers"][codec.H_SID] == "x1"
     assert 0 <= lines[0]["t"] <= lines[1]["t"] <= lines[2]["t"] < 5
