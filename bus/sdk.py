@@ -119,20 +119,24 @@ class BrainClient:
         await self.bus.flush()
 
     async def stimulus(self, *, text: str | None = None, vector: Sequence[float] | np.ndarray | None = None,
-                       modality: str = "vector", id: str | None = None) -> str:
-        """Send a text or vector stimulus; returns its stimulus id (yours, or one made here)."""
+                       modality: str = "vector", id: str | None = None, episode: str | None = None) -> str:
+        """Send a text or vector stimulus (a step of `episode`, if given); returns its stimulus id
+        (yours, or one made here)."""
         sid = id or f"{self._prefix}{next(self._ids)}"
         if (text is None) == (vector is None):
             raise ValueError("give exactly one of text= or vector=")
         if text is not None:
-            await self.bus.publish("stim.text", TextStimulus(text=text, id=sid))
+            await self.bus.publish("stim.text", TextStimulus(text=text, id=sid, episode=episode))
         else:
             await self.bus.publish("stim.vector", VectorStimulus(vector=np.asarray(vector, dtype=np.float32),
-                                                                 modality=modality, id=sid))
+                                                                 modality=modality, id=sid, episode=episode))
         return sid
 
-    async def reward(self, value: float, *, stimulus_id: str | None = None, action: str | None = None) -> None:
-        await self.bus.publish("feedback.reward", Reward(value=value, stimulus_id=stimulus_id, action=action))
+    async def reward(self, value: float, *, stimulus_id: str | None = None, action: str | None = None,
+                     terminal: bool = True, truncated: bool = False) -> None:
+        """Reward the action that answered `stimulus_id`; `terminal=False` when its episode goes on."""
+        await self.bus.publish("feedback.reward", Reward(value=value, stimulus_id=stimulus_id, action=action,
+                                                         terminal=terminal, truncated=truncated))
 
     async def action_for(self, stimulus_id: str, timeout: float = 5.0) -> MotorAction:
         """The motor action answering `stimulus_id` (waits for it); RequestTimeout if none comes."""
