@@ -5,15 +5,26 @@ role may publish and subscribe to. Users are named after their roles, and each r
 request replies on an inbox prefix of its own (`_INBOX.<role>.`), so a role can make requests
 without being able to read the replies meant for another role.
 
-| role       | publish                                     | subscribe                                       |
-|------------|---------------------------------------------|-------------------------------------------------|
-| `brain`    | `NS.>`, `_INBOX.>` (replies to anyone),     | `NS.>`, `_INBOX.>`                              |
-|            | `$JS.>` (JetStream, durable intake)         |                                                 |
-| `agent`    | `NS.stim.>`, `NS.env.>`, `NS.feedback.>`,   | `NS.motor.>`, `NS.gw.broadcast`,                |
-|            | `NS.durable.stim.>`, `NS.durable.feedback.>`| `NS.neuromod.levels`, `NS.sys.heartbeat.>`,     |
-|            | and the intake stream's info                | `_INBOX.agent.>`                                |
-| `observer` | nothing                                     | `NS.>`                                          |
-| `admin`    | the agent's subjects, `NS.sys.ctl.>`        | `NS.>`, `_INBOX.admin.>`                        |
+The roles live in two NATS accounts, which share no subjects but those exported and imported:
+
+| role       | account | publish                                      | subscribe                                    |
+|------------|---------|----------------------------------------------|----------------------------------------------|
+| `brain`    | `BRAIN` | `NS.>`, `_INBOX.>` and `_R_.>` (replies to   | `NS.>`, `_INBOX.>`                           |
+|            |         | anyone), `$JS.>` (JetStream, durable intake) |                                              |
+| `observer` | `BRAIN` | nothing                                      | `NS.>`                                       |
+| `admin`    | `BRAIN` | the agent's subjects, `NS.sys.ctl.>`         | `NS.>`, `_INBOX.admin.>`                     |
+| `agent`    | `AGENT` | `NS.stim.>`, `NS.env.>`, `NS.feedback.>`,    | `NS.motor.>`, `NS.gw.broadcast`,             |
+|            |         | `NS.durable.stim.>`, `NS.durable.feedback.>` | `NS.neuromod.levels`, `NS.sys.heartbeat.>`,  |
+|            |         |                                              | `NS.sys.error`, `_INBOX.agent.>`             |
+
+`BRAIN` exports what agents publish as services, and `AGENT` imports them: a message crosses into
+the brain's account, and its reply subject, whatever the agent chose, is replaced by one that
+leads back into the agent's account (core replies and JetStream's PubAcks alike). NATS does not
+check a reply subject against the publisher's permissions, so without the second account an
+agent could have the brain, or the server's JetStream API, answer on `NS.sys.ctl.all`,
+`NS.mem.store` or another role's inbox. What agents may read (`agent_streams`) is exported as
+streams. Agents have no JetStream API: publishing on a durable subject is all durable intake asks
+of them (the brain creates the stream). JetStream is enabled for `BRAIN` only.
 
 `admin` is the operator at the keyboard (`brainbus req`, the TUI, which also sends stimuli);
 `observer` watches (`brainbus sub`, `status`); `agent` is a program living with the brain (the
@@ -33,11 +44,15 @@ __all__ = [
     "ENV_PASSWORD",
     "ENV_TLS_CA",
     "ENV_USER",
+    "ACCOUNTS",
     "ROLES",
     "Credential",
     "Role",
     "TlsFiles",
-    "authorization_block",
+    "account_of",
+    "accounts_block",
+    "agent_services",
+    "agent_streams",
     "generate_credentials",
     "inbox_prefix",
     "is_loopback",
@@ -52,6 +67,10 @@ __all__ = [
 Role = Literal["brain", "agent", "observer", "admin"]
 ROLES: tuple[Role, ...] = ("brain", "agent", "observer", "admin")
 INBOX = "_INBOX"
+#: The accounts of an embedded server with auth, and who is in which (see the module table).
+ACCOUNTS: tuple[str, str] = ("BRAIN", "AGENT")
+#: Where a NATS server puts the replies of requests that crossed into the account serving them.
+RESPONSE_PREFIX = "_R_"
 # How a brain hands its process groups their credentials: the environment, which only the owner
 # can read (/proc/PID/environ), where the command line would show them to everyone in `ps`.
 ENV_USER = "BRAINBUS_NATS_USER"
@@ -101,25 +120,39 @@ def inbox_prefix(user: str | None) -> str | None:
     return f"{INBOX}.{user}" if user in ROLES else None
 
 
+def account_of(role: Role) -> str:
+    """The NATS account a role's user lives in: agents have one of their own."""
+    return ACCOUNTS[1] if role == "agent" else ACCOUNTS[0]
+
+
+def agent_services(namespace: str) -> list[str]:
+    """What agents publish (world input, core and durable): services of the brain's account."""
+    ns = namespace
+    return [f"{ns}.stim.>", f"{ns}.env.>", f"{ns}.feedback.>", f"{ns}.durable.stim.>", f"{ns}.durable.feedback.>"]
+
+
+def agent_streams(namespace: str) -> list[str]:
+    """What agents may read: streams of the brain's account (`sys.error` tells them what was refused)."""
+    ns = namespace
+    return [f"{ns}.motor.>", f"{ns}.gw.broadcast", f"{ns}.neuromod.levels", f"{ns}.sys.heartbeat.>",
+            f"{ns}.sys.error"]
+
+
 def permissions(role: Role, namespace: str) -> dict[str, dict[str, list[str]]]:
     """The nats-server `permissions` map of one role in one namespace (see the module table)."""
     ns = namespace
-    # World input, core and durable (bus.durable: the JetStream twin subjects, and looking up the
-    # intake stream; only the brain creates it, so an agent cannot make streams of its own).
-    agent_pub = [f"{ns}.stim.>", f"{ns}.env.>", f"{ns}.feedback.>", f"{ns}.durable.stim.>",
-                 f"{ns}.durable.feedback.>", f"$JS.API.STREAM.INFO.BRAIN_INTAKE_{ns}"]
     if role == "brain":
-        # The brain answers requests from every role, so it may publish on any inbox.
-        return {"publish": {"allow": [f"{ns}.>", f"{INBOX}.>", "$JS.>"]},
+        # The brain answers requests from every role, so it may publish on any inbox, and on the
+        # reply subjects of requests that came from the agents' account.
+        return {"publish": {"allow": [f"{ns}.>", f"{INBOX}.>", f"{RESPONSE_PREFIX}.>", "$JS.>"]},
                 "subscribe": {"allow": [f"{ns}.>", f"{INBOX}.>"]}}
     if role == "agent":
-        return {"publish": {"allow": agent_pub},
-                "subscribe": {"allow": [f"{ns}.motor.>", f"{ns}.gw.broadcast", f"{ns}.neuromod.levels",
-                                        f"{ns}.sys.heartbeat.>", f"{INBOX}.agent.>"]}}
+        return {"publish": {"allow": agent_services(ns)},
+                "subscribe": {"allow": [*agent_streams(ns), f"{INBOX}.agent.>"]}}
     if role == "observer":
         return {"publish": {"deny": [">"]}, "subscribe": {"allow": [f"{ns}.>"]}}
     if role == "admin":
-        return {"publish": {"allow": [*agent_pub, f"{ns}.sys.ctl.>"]},
+        return {"publish": {"allow": [*agent_services(ns), f"{ns}.sys.ctl.>"]},
                 "subscribe": {"allow": [f"{ns}.>", f"{INBOX}.admin.>"]}}
     raise ValueError(f"unknown role {role!r}; the roles are {', '.join(ROLES)}")
 
@@ -128,17 +161,42 @@ def _quoted(items: list[str]) -> str:
     return "[" + ", ".join(f'"{item}"' for item in items) + "]"
 
 
-def authorization_block(credentials: dict[Role, Credential], namespace: str) -> str:
-    """The `authorization { users = [...] }` block of a nats-server config file."""
-    users = []
-    for role, cred in credentials.items():
-        perms = permissions(role, namespace)
-        rules = "; ".join(
-            f"{direction}: {{{'; '.join(f'{kind}: {_quoted(subjects)}' for kind, subjects in rule.items())}}}"
-            for direction, rule in perms.items())
-        # Passwords are token_urlsafe ([A-Za-z0-9_-]) and subjects are tokens: quoting is enough.
-        users.append(f'    {{user: "{cred.user}", password: "{cred.password}", permissions: {{{rules}}}}}')
-    return "authorization {\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n"
+def _user_entry(role: Role, cred: Credential, namespace: str) -> str:
+    perms = permissions(role, namespace)
+    rules = "; ".join(
+        f"{direction}: {{{'; '.join(f'{kind}: {_quoted(subjects)}' for kind, subjects in rule.items())}}}"
+        for direction, rule in perms.items())
+    # Passwords are token_urlsafe ([A-Za-z0-9_-]) and subjects are tokens: quoting is enough.
+    return f'      {{user: "{cred.user}", password: "{cred.password}", permissions: {{{rules}}}}}'
+
+
+def accounts_block(credentials: dict[Role, Credential], namespace: str, *, jetstream: bool = True) -> str:
+    """The `accounts { ... }` block of a nats-server config file: the users of each account, and
+    what the brain's account exports to the agents' (see the module docstring)."""
+    brain_account, agent_account = ACCOUNTS
+    blocks = []
+    for account in ACCOUNTS:
+        lines = [f"  {account} {{"]
+        if account == brain_account and jetstream:
+            lines.append("    jetstream: enabled")
+        users = [_user_entry(role, cred, namespace) for role, cred in credentials.items()
+                 if account_of(role) == account]
+        lines += ["    users = [", *users, "    ]"]
+        if account == brain_account:
+            lines += ["    exports = [",
+                      *(f'      {{service: "{s}"}}' for s in agent_services(namespace)),
+                      *(f'      {{stream: "{s}"}}' for s in agent_streams(namespace)),
+                      "    ]"]
+        else:
+            lines += ["    imports = [",
+                      *(f'      {{service: {{account: {brain_account}, subject: "{s}"}}}}'
+                        for s in agent_services(namespace)),
+                      *(f'      {{stream: {{account: {brain_account}, subject: "{s}"}}}}'
+                        for s in agent_streams(namespace)),
+                      "    ]"]
+        lines.append("  }")
+        blocks.append("\n".join(lines))
+    return "accounts {\n" + "\n".join(blocks) + "\n}\n"
 
 
 def with_credentials(url: str, cred: Credential) -> str:

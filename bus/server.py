@@ -5,9 +5,9 @@ one per session. It listens on 127.0.0.1, on a port the OS picks unless one is c
 JetStream storing under the brain's data directory.
 
 With `auth=True` (what `brainbus run` uses) the server gets a config file of its own (`nats.conf`
-in its data directory, owner-only) with one generated user per role and NATS permissions per
-role (`bus.auth`); with `tls=` it serves TLS only, and its URL is `tls://`. A server without
-auth refuses to listen on anything but a loopback address.
+in its data directory, owner-only) with one generated user per role, NATS permissions per role
+and the agents in an account of their own (`bus.auth`); with `tls=` it serves TLS only, and its
+URL is `tls://`. A server without auth refuses to listen on anything but a loopback address.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from bus.auth import (
     Credential,
     Role,
     TlsFiles,
-    authorization_block,
+    accounts_block,
     generate_credentials,
     is_loopback,
     tls_block,
@@ -161,12 +161,12 @@ class EmbeddedServer:
         raise BusError(f"nats-server did not accept clients within {timeout:g} s; see {log_path}")
 
     def _write_config(self) -> Path | None:
-        """The config file with the users, permissions and TLS (owner-only: it holds passwords)."""
+        """The config file with the accounts, users, permissions and TLS (owner-only: it holds passwords)."""
         if not self.auth and self.tls is None:
             return None
         text = ""
         if self.auth:
-            text += authorization_block(self.credentials, self.namespace)
+            text += accounts_block(self.credentials, self.namespace, jetstream=self.jetstream)
         if self.tls is not None:
             text += tls_block(self.tls)
         path = self.data_dir / "nats.conf"
