@@ -2,6 +2,8 @@
 
 Start-up: embedded nats-server (unless a URL is given) → connection → supervisor with the
 actors of this process (and the process groups, in the main process) → runtime file.
+The embedded server is supervised too: one that dies is restarted on the same address (the
+connections come back by themselves); past its restart intensity the brain shuts down, exit 1.
 Shutdown (SIGINT/SIGTERM): stop intake and drain mailboxes under the grace period, snapshot
 state, drain the NATS connection, stop the embedded server last.
 """
@@ -29,6 +31,7 @@ from bus import Bus, EmbeddedServer
 from bus.auth import ENV_PASSWORD, ENV_TLS_CA, ENV_USER, TlsFiles, split_credentials
 from bus.errors import BadInput, EscalationError
 from bus.runtime import Runtime, remove_runtime, write_runtime
+from bus.server import EmbeddedServerFailed
 
 __all__ = ["run_brain", "select_actors"]
 
@@ -43,6 +46,16 @@ def select_actors(config: BrainConfig, only: list[str] | None, group: str) -> li
             raise BadInput(f"--only names unknown actors {unknown}; this config has {sorted(config.actors)}")
         return only
     return [name for name in config.actors if config.group_of(name) == group]
+
+
+def server_failure(watch: asyncio.Task[None] | None) -> str | None:
+    """Why the embedded server's supervision gave up, if it did (one line)."""
+    if watch is None or not watch.done() or watch.cancelled():
+        return None
+    exc = watch.exception()
+    if exc is None or isinstance(exc, EmbeddedServerFailed):
+        return str(exc) if exc else "supervising the embedded nats-server ended unexpectedly"
+    return f"supervising the embedded nats-server failed: {type(exc).__name__}: {exc}"
 
 
 async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[str] | None = None,
@@ -92,6 +105,11 @@ async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[s
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, sup.request_stop)
+        watch: asyncio.Task[None] | None = None
+        if server is not None:
+            # A server that dies is restarted; one that cannot be kept up stops the brain.
+            watch = server.supervise()
+            watch.add_done_callback(lambda _: sup.request_stop())
         if group == "main":
             write_runtime(Runtime(url=runtime_url, namespace=config.namespace, pid=os.getpid(), started=time.time(),
                                   credentials=dict(server.credentials) if server else {}, tls_ca=tls_ca))
@@ -109,6 +127,11 @@ async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[s
         except EscalationError as exc:
             sys.stderr.write(f"brainbus: {exc}\n")
             return 1
+        else:
+            failed = server_failure(watch)
+            if failed is not None:
+                sys.stderr.write(f"brainbus: {failed}\n")
+                return 1
         finally:
             if companion is not None and not companion.done():
                 companion.cancel()

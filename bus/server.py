@@ -8,6 +8,11 @@ With `auth=True` (what `brainbus run` uses) the server gets a config file of its
 in its data directory, owner-only) with one generated user per role, NATS permissions per role
 and the agents in an account of their own (`bus.auth`); with `tls=` it serves TLS only, and its
 URL is `tls://`. A server without auth refuses to listen on anything but a loopback address.
+
+`supervise()` (what `brainbus run` does beside its actors) restarts a server that exits without
+being asked to, on the same address, with the same config, credentials and JetStream store, so
+its clients reconnect by themselves; past its restart intensity it gives up with
+`EmbeddedServerFailed`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from types import TracebackType
 
@@ -40,9 +46,35 @@ from bus.auth import (
 from bus.errors import BusError
 from bus.process import die_with_parent
 
-__all__ = ["EmbeddedServer", "find_nats_server"]
+__all__ = ["MAX_RESTARTS", "RESTART_WINDOW_S", "EmbeddedServer", "EmbeddedServerFailed", "find_nats_server"]
 
 log = structlog.get_logger("bus.server")
+
+#: Restart intensity of `EmbeddedServer.supervise`: more than MAX_RESTARTS unexpected exits
+#: within RESTART_WINDOW_S seconds and it gives up.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
+
+class EmbeddedServerFailed(BusError):
+    """The embedded nats-server kept exiting, or could not be restarted: supervision gave up."""
+
+    def __init__(self, message: str, returncode: int | None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+def describe_exit(returncode: int | None) -> str:
+    """`exit code 1`, `killed by SIGKILL (-9)`: a process's exit status in words."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name} ({returncode})"
+    return f"exit code {returncode}"
 
 
 def find_nats_server() -> Path:
@@ -96,6 +128,8 @@ class EmbeddedServer:
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="brainbus-nats-"))
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
+        self.restarts = 0
+        self._supervisor: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> EmbeddedServer:
         await self.start()
@@ -141,24 +175,84 @@ class EmbeddedServer:
         if self.name:
             args += ["--server_name", self.name]
         args += list(self.extra_args)
-        log_path = self.data_dir / "nats-server.log"
+        log_path = self.log_path
         with open(log_path, "ab") as log_file:  # noqa: ASYNC230 (opening a local log file is instant)
-            self.proc = await asyncio.create_subprocess_exec(
+            self.proc = proc = await asyncio.create_subprocess_exec(
                 *args, stdout=log_file, stderr=log_file, start_new_session=True, preexec_fn=die_with_parent()
             )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
-                raise BusError(f"nats-server exited with code {self.proc.returncode}; see {log_path}")
-            url = self._read_ports(ports_dir)
-            if url and await self._accepts(url):
-                self.url = url
-                log.info("nats.embedded_started", url=url, pid=self.proc.pid, jetstream=self.jetstream,
-                         auth=self.auth, tls=self.tls is not None)
-                return url
-            await asyncio.sleep(0.02)
+        try:
+            while time.monotonic() < deadline:
+                if proc.returncode is not None:
+                    raise BusError(f"nats-server exited with code {proc.returncode}; see {log_path}")
+                url = self._read_ports(ports_dir)
+                if url and await self._accepts(url):
+                    self.url = url
+                    log.info("nats.embedded_started", url=url, pid=proc.pid, jetstream=self.jetstream,
+                             auth=self.auth, tls=self.tls is not None)
+                    return url
+                await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            # Cancelled half-way (a brain stopping while it restarts its server): leave no server behind.
+            if proc.returncode is None:
+                proc.kill()
+            self.proc = None
+            raise
         await self.stop()
         raise BusError(f"nats-server did not accept clients within {timeout:g} s; see {log_path}")
+
+    @property
+    def log_path(self) -> Path:
+        """The server's own log (appended to by every start)."""
+        return self.data_dir / "nats-server.log"
+
+    def supervise(self, *, max_restarts: int = MAX_RESTARTS,
+                  max_seconds: float = RESTART_WINDOW_S) -> asyncio.Task[None]:
+        """Watch the running server in a task, restarting it each time it exits unasked.
+
+        The restart takes the same host and port, config file, credentials and JetStream store, so
+        connected clients (nats-py reconnects by itself) come back with their subscriptions. More
+        than `max_restarts` exits within `max_seconds`, or a restart that does not come up, and the
+        task ends with `EmbeddedServerFailed` (the server is then down). `stop()` ends the task.
+        """
+        if self._supervisor is not None and not self._supervisor.done():
+            raise BusError("this embedded server is already supervised")
+        self._supervisor = asyncio.ensure_future(self._supervise(max_restarts, max_seconds))
+        self._supervisor.set_name("nats-server.supervise")
+        return self._supervisor
+
+    async def _supervise(self, max_restarts: int, max_seconds: float) -> None:
+        exits: deque[float] = deque()
+        while True:
+            proc = self.proc
+            if proc is None:
+                return
+            code = await proc.wait()
+            if self.proc is not proc:
+                return  # stopped on purpose
+            now = time.monotonic()
+            exits.append(now)
+            while exits and now - exits[0] > max_seconds:
+                exits.popleft()
+            status = describe_exit(code)
+            log.warning("bus.server_exited", exit_code=code, status=status, url=self.url, pid=proc.pid)
+            if len(exits) > max_restarts:
+                message = (f"the embedded nats-server at {self.url} exited {len(exits)} times within "
+                           f"{max_seconds:g} s (restart intensity exceeded); last exit status: {status}; "
+                           f"see {self.log_path}")
+                log.error("bus.server_gave_up", exit_code=code, exits=len(exits), url=self.url)
+                raise EmbeddedServerFailed(message, code)
+            # The same port, though the OS chose it at first: the clients know only this address.
+            self.port = int(self.url.rsplit(":", 1)[1])
+            try:
+                await self.start()
+            except BusError as exc:
+                log.error("bus.server_gave_up", exit_code=code, url=self.url, error=str(exc))
+                raise EmbeddedServerFailed(f"the embedded nats-server at {self.url} exited ({status}) and "
+                                           f"could not be restarted: {exc}", code) from None
+            self.restarts += 1
+            log.warning("bus.server_restarted", exit_code=code, status=status, url=self.url,
+                        pid=self.proc.pid if self.proc else None, restarts=self.restarts)
 
     def _write_config(self) -> Path | None:
         """The config file with the accounts, users, permissions and TLS (owner-only: it holds passwords)."""
@@ -212,7 +306,11 @@ class EmbeddedServer:
                 await writer.wait_closed()
 
     async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Stop the server: SIGTERM (lame-duck free, fast), then SIGKILL after `timeout`."""
+        """Stop the server (and its supervision): SIGTERM (lame-duck free, fast), then SIGKILL after `timeout`."""
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None and supervisor is not asyncio.current_task():
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
         proc, self.proc = self.proc, None
         if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
