@@ -123,12 +123,12 @@ async def test_bad_message_goes_to_on_bad_not_handler(bus: Bus, other_bus: Bus) 
 
     await bus.subscribe("feedback.reward", handler, on_bad=on_bad)
     await settle(bus)
-    await other_bus.publish_raw("feedback.reward", b'{"value": 7}')
+    await other_bus.publish_raw("feedback.reward", b'{"value": 10001}')
     await other_bus.publish_raw("feedback.reward", b'{"value": 0.25}')
     await wait_for(lambda: len(got) == 1 and len(bad) == 1)
     assert got[0][0].value == 0.25
     reason, subject = bad[0]
-    assert "'value'" in reason and "less than or equal to 1" in reason
+    assert "'value'" in reason and "less than or equal to 10000" in reason
     assert subject == bus.subjects.feedback_reward
 
 
@@ -209,7 +209,7 @@ async def test_vector_round_trip_json_list(bus: Bus, other_bus: Bus) -> None:
     out = got[0][0].vector
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, vec)
-    expected_json = {"vector": vec.tolist(), "modality": "vector", "id": None}
+    expected_json = {"vector": vec.tolist(), "modality": "vector", "id": None, "episode": None}
     assert codec.to_json(got[0][0]) == orjson.dumps(expected_json)
 
 
