@@ -158,13 +158,13 @@ async def test_bad_brain_input_is_reported_and_the_brain_goes_on(brain: Supervis
     await bus.publish("feedback.reward", Reward(value=1.0, stimulus_id="never-seen"))
     await bus.publish("feedback.reward", Reward(value=1.0, stimulus_id="ok-1", action="fly"))
     await bus.publish_raw("feedback.reward", b'{"value": NaN, "stimulus_id": "ok-1"}')
-    await bus.publish("stim.vector", VectorStimulus(vector=np.ones(17, dtype=np.float32), id="v-17"))
+    await bus.publish("stim.vector", VectorStimulus(vector=np.ones(4097, dtype=np.float32), id="v-4097"))
     await eventually(lambda: len(errors.items) >= 4, what="four reports")
     reasons = " | ".join(e.reason for e in errors.where(lambda e: True))
     assert "unknown stimulus 'never-seen'" in reasons
     assert "'fly'" in reasons and "not in the declared repertoire" in reasons
     assert "finite number" in reasons
-    assert "17 dimensions" in reasons
+    assert "length 4097" in reasons
     await bus.publish("stim.text", TextStimulus(text="still there", id="ok-2"))
     await eventually(lambda: any(a.stimulus_id == "ok-2" for a, _ in actions.items), what="a second action")
 
