@@ -4,7 +4,8 @@ For every outcome ``r`` in [-1, 1] (a reward or a punishment)::
 
     pe          = r - E                     # signed surprise against the running expectation
     E          += expectation_rate * pe     # running expectation of outcome ("mood")
-    surprise    = |pe| / 2                  # unsigned, in [0, 1]
+    D          += change_rate * (pe - D)    # the recent outcomes' drift from the expectation
+    surprise    = |D| / 2                   # unsigned, in [0, 1]
     punishment (r < 0):  stress += (1 - stress) * (punishment_gain * |r| + surprise_gain * max(0, -pe))
     reward     (r > 0):  stress *= 1 - relief * r
 
@@ -17,8 +18,16 @@ Events for the hormone system (:class:`neuromod.dynamics.NeuromodEvent`):
 
 * ``stress`` with the *increase* of stress (the hormone system integrates the increments, so it
   is not driven again by a stress level it already received);
-* ``surprise`` with ``|pe| / 2`` when it exceeds ``surprise_threshold`` (unexpected uncertainty:
+* ``surprise`` with ``|D| / 2`` when it exceeds ``surprise_threshold`` (unexpected uncertainty:
   e.g. the payoffs of a task were reversed).
+
+Expected and unexpected uncertainty (Yu & Dayan, 2005). In a task that punishes the right
+answer one time in five, each such punishment is a large prediction error, yet nothing has
+changed: that is expected uncertainty, and taking it as surprise would raise arousal and the
+learning rate (acetylcholine) on noise, until a learnt mapping is unlearnt by its own noise. So
+surprise is read off ``D``, a fast running mean of the prediction errors: single errors of
+either sign average out, while a change in the world (a reversal) moves every outcome the same
+way and ``D`` with it within a few trials.
 
 The reward prediction error proper (dopamine) comes from the basal-ganglia critic, not from here,
 so the amygdala sends no ``reward`` event and the reward is not counted twice.
@@ -42,7 +51,7 @@ class ValenceReport:
         valence: The outcome's valence (the clipped outcome value; sign = good/bad).
         expectation: The running expectation after this outcome.
         prediction_error: ``r - E`` against the expectation before this outcome.
-        surprise: ``|prediction_error| / 2`` in [0, 1].
+        surprise: ``|D| / 2`` in [0, 1], ``D`` the running mean of prediction errors.
         stress: The stress level after this outcome, in [0, 1].
         arousal: ``max(stress, surprise)``: how activating the outcome was, in [0, 1].
         events: Events to send to the hormone system.
@@ -72,6 +81,7 @@ class Amygdala:
         tau: Time constant (s) of the stress decay.
         surprise_threshold: Minimum ``surprise`` that is reported as an event.
         min_event: Smallest stress increase worth an event.
+        change_rate: Step of ``D``, the running mean of prediction errors that surprise reads.
     """
 
     def __init__(
@@ -84,6 +94,7 @@ class Amygdala:
         tau: float = 30.0,
         surprise_threshold: float = 0.4,
         min_event: float = 1e-3,
+        change_rate: float = 0.3,
     ) -> None:
         if not 0.0 < expectation_rate <= 1.0:
             raise ValueError(f"expectation_rate must be in (0, 1], got {expectation_rate}")
@@ -96,7 +107,11 @@ class Amygdala:
         self.tau = tau
         self.surprise_threshold = surprise_threshold
         self.min_event = min_event
+        if not 0.0 < change_rate <= 1.0:
+            raise ValueError(f"change_rate must be in (0, 1], got {change_rate}")
+        self.change_rate = change_rate
         self.expectation = 0.0
+        self.drift = 0.0
         self.stress = 0.0
         self.outcomes = 0
 
@@ -114,7 +129,8 @@ class Amygdala:
         r = _clip(float(value), -1.0, 1.0)
         pe = r - self.expectation
         self.expectation += self.expectation_rate * pe
-        surprise = min(1.0, abs(pe) / 2.0)
+        self.drift += self.change_rate * (pe - self.drift)
+        surprise = min(1.0, abs(self.drift) / 2.0)
         before = self.stress
         if r < 0.0:
             drive = self.punishment_gain * -r + self.surprise_gain * max(0.0, -pe)
@@ -147,7 +163,8 @@ class Amygdala:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state."""
-        return {"expectation": self.expectation, "stress": self.stress, "outcomes": self.outcomes}
+        return {"expectation": self.expectation, "drift": self.drift, "stress": self.stress,
+                "outcomes": self.outcomes}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`snapshot`.
@@ -160,4 +177,6 @@ class Amygdala:
             raise ValueError("expectation and stress must be finite")
         self.expectation = _clip(expectation, -1.0, 1.0)
         self.stress = _clip(stress, 0.0, 1.0)
+        drift = float(state.get("drift", 0.0))
+        self.drift = _clip(drift, -2.0, 2.0) if math.isfinite(drift) else 0.0
         self.outcomes = int(state.get("outcomes", 0))
