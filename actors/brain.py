@@ -30,7 +30,7 @@ from actors.supervisor import Supervisor
 from bus import Bus, EmbeddedServer
 from bus.auth import ENV_PASSWORD, ENV_TLS_CA, ENV_USER, TlsFiles, split_credentials
 from bus.errors import BadInput, EscalationError
-from bus.runtime import Runtime, remove_runtime, write_runtime
+from bus.runtime import Runtime, open_private, private_dir, remove_runtime, write_runtime
 from bus.server import EmbeddedServerFailed
 
 __all__ = ["run_brain", "select_actors"]
@@ -97,9 +97,9 @@ async def run_brain(config: BrainConfig, *, url: str | None = None, only: list[s
         await bus.connect()
         sup = Supervisor.for_actors(bus, config, names, data_dir / "snapshots")
         if only is None and group == "main" and config.processes:
-            effective = data_dir / "run" / "config.json"
-            effective.parent.mkdir(parents=True, exist_ok=True)
-            effective.write_bytes(orjson.dumps(config.model_dump(mode="json")))
+            effective = private_dir(data_dir / "run") / "config.json"
+            with os.fdopen(open_private(effective), "wb") as f:
+                f.write(orjson.dumps(config.model_dump(mode="json")))
             sup.children.extend(ProcessChild(g, config_file=effective, bus=bus, url=url, log_json=log_json,
                                              env=group_env) for g in config.processes)
         loop = asyncio.get_running_loop()

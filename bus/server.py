@@ -45,6 +45,7 @@ from bus.auth import (
 )
 from bus.errors import BusError
 from bus.process import die_with_parent
+from bus.runtime import open_private, private_dir
 
 __all__ = ["MAX_RESTARTS", "RESTART_WINDOW_S", "EmbeddedServer", "EmbeddedServerFailed", "find_nats_server"]
 
@@ -161,8 +162,9 @@ class EmbeddedServer:
         if not is_loopback(self.host) and self.tls is None:
             log.warning("nats.listening_without_tls", host=self.host,
                         hint="passwords and messages cross the network in clear; configure nats.tls")
-        ports_dir = self.data_dir / "ports"
-        ports_dir.mkdir(parents=True, exist_ok=True)
+        # The server's folder holds its config (with every role's password), its log and its
+        # JetStream store (the brain's durable intake): its owner's only.
+        ports_dir = private_dir(private_dir(self.data_dir) / "ports")
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
         args = [str(find_nats_server()), "-a", self.host, "-p", str(self.port or -1)]
@@ -176,7 +178,7 @@ class EmbeddedServer:
             args += ["--server_name", self.name]
         args += list(self.extra_args)
         log_path = self.log_path
-        with open(log_path, "ab") as log_file:  # noqa: ASYNC230 (opening a local log file is instant)
+        with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log_file:
             self.proc = proc = await asyncio.create_subprocess_exec(
                 *args, stdout=log_file, stderr=log_file, start_new_session=True, preexec_fn=die_with_parent()
             )

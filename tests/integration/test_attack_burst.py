@@ -243,5 +243,4 @@ async def test_a_burst_of_every_attack_leaves_the_brain_as_it_was(brain: Brain) 
     # Memories and everything else the brain wrote: owner-only.
     for path in (brain.cwd / ".brainbus").rglob("*"):
         mode = path.stat().st_mode & 0o777
-        if path.is_file() and "nats" not in path.parts:
-            assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
