@@ -15,12 +15,16 @@ Observations are `Discrete(4)` symbols: 0 = cue-left, 1 = cue-right, 2 = corrido
 * Before the junction every action moves one step on (the corridor has no walls to bump into,
   so the only thing to learn is the final turn), with reward 0.
 * At the junction ``left`` / ``right`` ends the episode (terminated) with +1 when it matches the
-  cue and -1 when it does not; ``forward`` stays at the junction with reward 0.
+  cue and -1 when it does not; ``forward`` bumps into the wall: it stays at the junction and
+  costs `stall_penalty` (default 0.1), so waiting is worse than a guess (Bakker's T-maze too
+  punishes a standstill; without it, a learner that cannot hold the cue finds waiting out the
+  time limit, 0, as good as guessing, expected 0, and need never turn).
 * A time limit (`max_steps`, default ``corridor + 8``) truncates an episode that never turns.
 
 The cue is drawn from the environment's random generator, so `reset(seed=s)` fixes the sequence
 of cues. The corridor and junction observations carry no trace of the cue: a memoryless agent can
-do no better than chance (expected return 0), one that holds the cue can always succeed. The true
+do no better than chance (success 0.5, expected return 0), one that holds the cue can always
+succeed (success 1, return 1). The true
 (Markov) state, cue and position together, is in ``info["state"]`` (``n_states`` of them) for
 references that are given it.
 
@@ -51,15 +55,19 @@ class TMazeEnv(gym.Env[int, int]):
     Args:
         corridor: Number of identical corridor steps between the cue and the junction (k >= 0).
         max_steps: Steps before the episode is truncated (default ``corridor + 8``).
+        stall_penalty: What ``forward`` at the junction costs (a reward of minus this).
         render_mode: None or ``"ansi"`` (a one-line picture of the maze).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
     action_names = ACTIONS
 
-    def __init__(self, corridor: int = 3, max_steps: int | None = None, render_mode: str | None = None) -> None:
+    def __init__(self, corridor: int = 3, max_steps: int | None = None, render_mode: str | None = None,
+                 stall_penalty: float = 0.1) -> None:
         if not isinstance(corridor, int) or corridor < 0:
             raise ValueError(f"corridor must be an integer >= 0, got {corridor!r}")
+        if not 0 <= stall_penalty <= 1:
+            raise ValueError(f"stall_penalty must be in [0, 1], got {stall_penalty!r}")
         if max_steps is None:
             max_steps = corridor + 8
         if max_steps < corridor + 2:
@@ -69,6 +77,7 @@ class TMazeEnv(gym.Env[int, int]):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.corridor = corridor
         self.max_steps = max_steps
+        self.stall_penalty = float(stall_penalty)
         self.render_mode = render_mode
         self.observation_space = cast(spaces.Space[int], spaces.Discrete(4))
         self.action_space = cast(spaces.Space[int], spaces.Discrete(3))
@@ -109,6 +118,8 @@ class TMazeEnv(gym.Env[int, int]):
         elif action in (LEFT, RIGHT):
             reward = 1.0 if action == self._cue else -1.0
             terminated = True
+        else:
+            reward = -self.stall_penalty
         self._t += 1
         truncated = not terminated and self._t >= self.max_steps
         return self._obs(), reward, terminated, truncated, self._info()

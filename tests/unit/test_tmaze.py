@@ -63,15 +63,19 @@ def test_turning_as_cued_pays_one_and_the_other_way_minus_one() -> None:
         assert (reward, terminated) == (-1.0, True)
 
 
-def test_forward_at_the_junction_waits_until_the_time_limit() -> None:
+def test_forward_at_the_junction_costs_a_little_until_the_time_limit() -> None:
     env = TMazeEnv(corridor=1, max_steps=5)
     env.reset(seed=0)
     walk_to_junction(env)  # 2 steps
     for step in (3, 4):
         obs, reward, terminated, truncated, _ = env.step(FORWARD)
-        assert (obs, reward, terminated, truncated) == (JUNCTION, 0.0, False, False), step
+        assert (obs, reward, terminated, truncated) == (JUNCTION, -0.1, False, False), step
     obs, reward, terminated, truncated, _ = env.step(FORWARD)
-    assert (obs, reward, terminated, truncated) == (JUNCTION, 0.0, False, True)
+    assert (obs, reward, terminated, truncated) == (JUNCTION, -0.1, False, True)
+    env = TMazeEnv(corridor=1, stall_penalty=0.0)
+    env.reset(seed=0)
+    walk_to_junction(env)
+    assert env.step(FORWARD)[1] == 0.0
 
 
 def test_the_seed_fixes_the_cues_and_both_cues_come() -> None:
@@ -101,6 +105,8 @@ def test_bad_arguments_are_refused() -> None:
         TMazeEnv(corridor=-1)
     with pytest.raises(ValueError, match="max_steps"):
         TMazeEnv(corridor=3, max_steps=4)
+    with pytest.raises(ValueError, match="stall_penalty"):
+        TMazeEnv(stall_penalty=-1)
     env = TMazeEnv()
     env.reset(seed=0)
     with pytest.raises(ValueError, match="action"):
