@@ -12,8 +12,9 @@ same step limits (bench.qlearning):
 Worlds (full budget; `--quick` in brackets): FrozenLake-v1 4x4 without slipping, 500 episodes
 [100, at most 30 steps each], and with slipping, 500 [60, at most 30 steps]; Taxi-v4, 2000 episodes
 [40, at most 50 steps]; the cued T-maze (bench.tmaze) with corridors of 1 to 4 steps, 500 episodes
-each [100]; CartPole-v1, 1000 episodes [40, at most 200 steps]. A brain run stops early past its world's step budget (Taxi,
-CartPole: 200,000 steps), and the references then play as many episodes as it did.
+each [100]; CartPole-v1, 1000 episodes [40, at most 200 steps]. A brain run stops early past its
+world's step budget (Taxi, CartPole: 200,000 steps), and the references then play as many episodes
+as it did. At about 5 ms a step the full run takes one to two hours, the quick one two minutes.
 
 Ablations, each a brain started with config overrides (`ABLATIONS`), on some of the worlds
 (`ABLATION_WORLDS`): the TD discount fixed at its low end (serotonin frozen low), no working
@@ -484,13 +485,18 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     cols = min(3, len(worlds))
     rows = math.ceil(len(worlds) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    # One colour per agent across the panels: the brain, its ablations, then the references.
+    colours = {"brain": "C0", "q_learning": "C1", "random": "C7"}
+    for i, ablation in enumerate(results["ablations"]):
+        colours[f"brain: {ablation}"] = f"C{2 + i % 5}"
     for ax, (name, entry) in zip(axes.flat, worlds, strict=False):
         for agent, r in entry["agents"].items():
             if not r.get("curve"):
                 continue
             x = np.arange(len(r["curve"])) * r.get("curve_step", 1) + 1
-            style = "-" if agent.startswith("brain") else "--"
-            ax.plot(x, r["curve"], style, label=agent, linewidth=1.4 if agent == "brain" else 1.0)
+            style = {"q_learning": "--", "random": ":"}.get(agent, "-")
+            ax.plot(x, r["curve"], style, color=colours.get(agent), label=agent,
+                    linewidth=1.6 if agent == "brain" else 1.0)
         ax.set_title(f"{name} ({entry['env_id']})", fontsize=9)
         ax.set_xlabel("episode", fontsize=8)
         ax.set_ylabel("trailing mean return", fontsize=8)

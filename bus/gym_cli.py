@@ -72,7 +72,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write the episodes as JSON to this file")
     p.add_argument("--nats", metavar="URL", help="NATS URL (default: NATS_URL, then the runtime file here)")
     p.add_argument("--namespace", metavar="NS", help="the brain's subject namespace (default: brain)")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--quiet", action="store_true", help="no progress line (there is none unless stderr is a terminal)")
     p.error = _one_line_error  # type: ignore[method-assign]
     return p
 
@@ -116,7 +116,7 @@ def _write(path: Path, result: RunResult) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    progress = _Progress(args.episodes, sys.stderr, not args.quiet)
+    progress = _Progress(args.episodes, sys.stderr, not args.quiet and sys.stderr.isatty())
     try:
         result = await run_episodes(args.env_id, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
                                     nats_url=args.nats, namespace=args.namespace, on_episode=progress,
