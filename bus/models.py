@@ -367,6 +367,8 @@ class MemStore(Message):
     reward: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
     salience: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
     hormones: dict[str, float] = Field(default_factory=dict)
+    #: The world episode the step was part of (the stimulus's `episode`), if any.
+    episode: EpisodeId | None = None
 
 
 @message("mem.store_ack", "mem_store_ack")
@@ -404,6 +406,8 @@ class MemHit(BaseModel):
     reward: float | None = None
     salience: float | None = None
     time: float | None = None
+    #: The world episode the stored step was part of, if it had one.
+    episode: str | None = None
     #: The episode's key, only when the recall asked for them (`with_keys`).
     key: list[float] | None = None
 

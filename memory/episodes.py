@@ -1,9 +1,10 @@
 """Episodes: the unit a hippocampal shard stores, and their compact byte form for the log.
 
 An episode is what the workspace broadcast (its embedding ``key``), what was done about it
-(``action``), how it turned out (``reward``), the hormonal context at the time, and how salient it
-was. The byte form is a small orjson header followed by the raw little-endian float32 key, so a
-384-d episode costs about 1.6 KB in the log instead of the ~8 KB a JSON list of floats would.
+(``action``), how it turned out (``reward``), the hormonal context at the time, how salient it
+was, and the world episode it was a step of (if any). The byte form is a small orjson header
+followed by the raw little-endian float32 key, so a 384-d episode costs about 1.6 KB in the log
+instead of the ~8 KB a JSON list of floats would.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Episode:
         hormones: Neuromodulator levels at encoding time, by name.
         time: Encoding time in seconds (the caller's clock; the store only compares times).
         salience: Non-negative importance; drives eviction, pruning and replay.
+        world_episode: Id of the world's episode the step belonged to (the stimulus's
+            ``episode``), if any. Not to be confused with ``episode_id``, this memory's own id.
     """
 
     episode_id: int
@@ -47,6 +50,7 @@ class Episode:
     hormones: dict[str, float] = field(default_factory=dict)
     time: float = 0.0
     salience: float = 0.0
+    world_episode: str | None = None
 
     def __post_init__(self) -> None:
         key = self.key
@@ -70,6 +74,7 @@ class Episode:
             and self.hormones == other.hormones
             and self.time == other.time
             and self.salience == other.salience
+            and self.world_episode == other.world_episode
             and bool(np.array_equal(self.key, other.key))
         )
 
@@ -81,6 +86,9 @@ class Episode:
 
     def to_bytes(self) -> bytes:
         """Serialize to ``u32 header_len | orjson header | float32 key``.
+
+        The world episode is written (header key ``"e"``) only when there is one, so an episode
+        without one has the same bytes as before the field existed.
 
         Raises:
             ValueError: If a scalar field is not finite (JSON cannot carry NaN/Inf, and orjson
@@ -108,6 +116,8 @@ class Episode:
             "t": time,
             "l": salience,
         }
+        if self.world_episode is not None:
+            header["e"] = self.world_episode
         head = orjson.dumps(header)
         return b"".join(
             (_HEADER_LEN.pack(len(head)), head, self.key.astype(_KEY_DTYPE, copy=False).tobytes())
@@ -143,6 +153,9 @@ class Episode:
             # Copy so the episode owns a writable array independent of the log buffer.
             key = np.frombuffer(key_bytes, dtype=_KEY_DTYPE).astype(np.float32)
             reward = header["r"]
+            world = header.get("e")  # absent in records written before episodes had it
+            if world is not None and not isinstance(world, str):
+                raise ValueError(f"episode header field 'e' must be a string or null, got {world!r}")
             return cls(
                 episode_id=int(header["id"]),
                 key=key,
@@ -152,6 +165,7 @@ class Episode:
                 hormones={str(k): float(v) for k, v in header["h"].items()},
                 time=float(header["t"]),
                 salience=float(header["l"]),
+                world_episode=world,
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"episode header is missing or has a malformed field: {exc!r}") from exc

@@ -8,10 +8,13 @@ ENCODING. It remembers the content and salience of every percept the workspace b
 stimulus id (the last ``remember`` of them). When the basal ganglia publish an ``outcome`` (a
 reward for the action they chose), it stores the episode through the shards (`memory.recall.store`,
 acknowledged): key = the broadcast content, the action, the reward, the hormone levels at that
-moment, and a salience ``|reward| + broadcast_weight * broadcast salience``. Acetylcholine sets the
-mode (neuromod.dynamics: ``encoding`` when ACh is above its reference): in encoding mode every
-outcome is stored; in retrieval mode only salient ones (salience >= ``retrieval_min_salience``,
-i.e. with the defaults a clear reward or punishment, not a lukewarm one). Stores run as tasks, so
+moment, the world episode the step was part of, and a salience ``|reward| + broadcast_weight *
+broadcast salience``. The reward stored is the outcome's ``scaled`` one (the raw reward divided by
+the largest magnitude seen, so a world's rewards of any size land in [-1, 1]); an outcome without
+it has its raw reward clipped to [-1, 1]. Acetylcholine sets the mode (neuromod.dynamics:
+``encoding`` when ACh is above its reference): in encoding mode every outcome is stored; in
+retrieval mode only salient ones (salience >= ``retrieval_min_salience``, i.e. with the defaults a
+clear reward or punishment, not a lukewarm one). Stores run as tasks, so
 the actor keeps perceiving while a shard fsyncs; a recall first waits for the stores already under
 way (read your own writes: a stimulus rewarded a moment ago is found when it comes back).
 
@@ -38,6 +41,8 @@ still runs in parallel with the prefrontal cortex and the basal ganglia, which w
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 from collections import OrderedDict
 from typing import Annotated, Any
 
@@ -52,6 +57,9 @@ from memory.recall import ShardWatch, StoreFailed, recall, store
 from regions.modulated import Modulated
 
 __all__ = ["Episodic", "EpisodicOptions", "evidence_from_hits"]
+
+#: What an outcome's ``episode`` must look like to be stored with the step (`bus.models.EpisodeId`).
+_EPISODE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 class EpisodicOptions(BaseModel):
@@ -153,22 +161,30 @@ class Episodic(Modulated):
 
     def _encode(self, msg: RegionOutput) -> None:
         sid = msg.stimulus_id
-        action, reward = msg.data.get("action"), msg.data.get("reward")
+        action, reward = msg.data.get("action"), msg.data.get("scaled")
+        if not isinstance(reward, int | float):
+            reward = msg.data.get("reward")  # an outcome without a scaled reward: its raw one, clipped
         if not sid or not isinstance(action, str) or not isinstance(reward, int | float):
             return
+        episode = msg.data.get("episode")
+        if not isinstance(episode, str) or not _EPISODE_ID.fullmatch(episode):
+            episode = None
         remembered = self.contents.get(sid)
         if remembered is None:  # the percept never won the workspace (or was forgotten): no key
             self.counts["unencoded"] += 1
             return
         content, broadcast_salience = remembered
-        reward = max(-1.0, min(1.0, float(reward)))
+        reward = float(reward)
+        if not math.isfinite(reward):
+            return
+        reward = max(-1.0, min(1.0, reward))
         salience = min(10.0, abs(reward) + self.options.broadcast_weight * max(0.0, broadcast_salience))
         if not self.mod.encoding and salience < self.options.retrieval_min_salience:
             self.counts["not_salient"] += 1
             return
-        episode = MemStore(key=content, stimulus_id=sid, action=action, reward=reward, salience=salience,
-                           hormones=dict(self.levels))
-        task = asyncio.ensure_future(self._store(episode, sid))
+        step = MemStore(key=content, stimulus_id=sid, action=action, reward=reward, salience=salience,
+                        hormones=dict(self.levels), episode=episode)
+        task = asyncio.ensure_future(self._store(step, sid))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
@@ -183,7 +199,8 @@ class Episodic(Modulated):
             return
         self.counts["stored"] += 1
         self.log.debug("episodic.stored", stimulus_id=sid, action=episode.action, reward=episode.reward,
-                       salience=round(episode.salience, 3), shard=acks[0].shard, episode_id=acks[0].episode_id)
+                       salience=round(episode.salience, 3), shard=acks[0].shard, episode_id=acks[0].episode_id,
+                       world_episode=episode.episode)
 
     # ---------------------------------------------------------------- retrieval
 

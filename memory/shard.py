@@ -304,7 +304,7 @@ class HippocampusShard(Actor):
     def _queue_store(self, msg: MemStore, meta: Meta) -> None:
         episode = Episode(episode_id=-1, key=msg.key, stimulus_id=msg.stimulus_id or meta.stimulus_id,
                           action=msg.action, reward=msg.reward, hormones=msg.hormones,
-                          time=time.time(), salience=msg.salience)
+                          time=time.time(), salience=msg.salience, world_episode=msg.episode)
         self._pending.append((episode, meta))
         self._have_pending.set()
 
@@ -426,7 +426,7 @@ class HippocampusShard(Actor):
         found = self.store.get_many(ids[0][live])
         return [MemHit(shard=self.name, episode_id=ep.episode_id, score=float(s), stimulus_id=ep.stimulus_id,
                        action=ep.action, reward=ep.reward, salience=ep.salience, time=ep.time,
-                       key=ep.key.astype(np.float32).tolist() if with_keys else None)
+                       episode=ep.world_episode, key=ep.key.astype(np.float32).tolist() if with_keys else None)
                 for s, ep in zip(scores[0][live], found, strict=True) if ep is not None]
 
     def _error_reply(self, reason: str) -> MemRecallReply:

@@ -32,6 +32,7 @@ MAX_K = 1000
 
 _MAX_HORMONES = 32
 _MAX_STIMULUS_BYTES = 1024
+_MAX_WORLD_EPISODE_BYTES = 128
 _LN2 = math.log(2.0)
 # Floor inside the log of the eviction value so salience 0 is finite and ordered by age alone.
 _VALUE_EPS = 1e-6
@@ -116,6 +117,10 @@ class VectorStore:
         # (widened on demand) instead of a string table; -1 length encodes None.
         self._stim = np.zeros(capacity, dtype="S1")
         self._stim_len = np.full(capacity, -1, dtype=np.int16)
+        # The world episode a step belonged to: the same kind of column (many steps share one
+        # id, but ids come and go with the episodes, so a string table would only grow).
+        self._world = np.zeros(capacity, dtype="S1")
+        self._world_len = np.full(capacity, -1, dtype=np.int16)
         self._hormone_names: list[str] = []
         self._hormones = np.full((capacity, 0), np.nan, dtype=np.float32)
         self._free = np.zeros(capacity, dtype=np.int32)  # LIFO stack of reusable slots
@@ -165,6 +170,8 @@ class VectorStore:
             self._action,
             self._stim,
             self._stim_len,
+            self._world,
+            self._world_len,
             self._hormones,
             self._free,
             self._idx_ids,
@@ -188,12 +195,14 @@ class VectorStore:
             New Episode objects (inputs are not modified), keys as float32 unit vectors.
 
         Raises:
-            ValueError: On a wrong key dimension, NaN/Inf or all-zero keys, or non-finite or
-                out-of-range scalar fields; the message names the episode index and field.
+            ValueError: On a wrong key dimension, NaN/Inf or all-zero keys, non-finite or
+                out-of-range scalar fields, or a stimulus id or world episode past its byte
+                limit; the message names the episode index and field.
         """
         if len(episodes) == 0:
             return []
         cols = self._validate(episodes)
+        _string_bytes(episodes)
         ids = self._assign_ids(episodes)
         return [
             Episode(
@@ -205,6 +214,7 @@ class VectorStore:
                 hormones=dict(ep.hormones),
                 time=float(cols.time[i]),
                 salience=float(ep.salience),
+                world_episode=ep.world_episode,
             )
             for i, ep in enumerate(episodes)
         ]
@@ -234,10 +244,7 @@ class VectorStore:
             )
         cols = self._prepared_columns(episodes) if prepared else self._validate(episodes)
         # Encode strings before touching any array, so a too-long stimulus id adds nothing.
-        stim_bytes = [None if ep.stimulus_id is None else ep.stimulus_id.encode("utf-8") for ep in episodes]
-        for i, sb in enumerate(stim_bytes):
-            if sb is not None and len(sb) > _MAX_STIMULUS_BYTES:
-                raise ValueError(f"episode {i}: stimulus_id is {len(sb)} bytes, limit {_MAX_STIMULUS_BYTES}")
+        stim_bytes, world_bytes = _string_bytes(episodes)
         next_id_before = self._next_id
         ids = self._assign_ids(episodes)
         known = self._lookup(ids) >= 0
@@ -265,11 +272,8 @@ class VectorStore:
         self._salience[slots] = cols.salience
         self._reward[slots] = cols.reward
         self._action[slots] = [self._action_code(ep.action) for ep in episodes]
-        width = max((len(sb) for sb in stim_bytes if sb is not None), default=0)
-        if width > self._stim.dtype.itemsize:
-            self._stim = self._stim.astype(f"S{width}")
-        self._stim[slots] = [b"" if sb is None else sb for sb in stim_bytes]
-        self._stim_len[slots] = [-1 if sb is None else len(sb) for sb in stim_bytes]
+        self._stim = _put_strings(self._stim, self._stim_len, slots, stim_bytes)
+        self._world = _put_strings(self._world, self._world_len, slots, world_bytes)
         self._hormones[slots] = hormone_cols
         self._count += n
         self._next_id = max(self._next_id, int(ids.max()) + 1)
@@ -341,22 +345,18 @@ class VectorStore:
     def _episode_at(self, slot: int) -> Episode:
         reward = float(self._reward[slot])
         code = int(self._action[slot])
-        stim_len = int(self._stim_len[slot])
-        stimulus_id: str | None = None
-        if stim_len >= 0:
-            # numpy's S dtype strips trailing NULs; pad back to the recorded length.
-            stimulus_id = bytes(self._stim[slot]).ljust(stim_len, b"\x00").decode("utf-8")
         row = self._hormones[slot]
         hormones = {name: float(row[j]) for j, name in enumerate(self._hormone_names) if not np.isnan(row[j])}
         return Episode(
             episode_id=int(self._ids[slot]),
             key=self._key_at(slot),
-            stimulus_id=stimulus_id,
+            stimulus_id=_string_at(self._stim, self._stim_len, slot),
             action=None if code < 0 else self._actions[code],
             reward=None if math.isnan(reward) else reward,
             hormones=hormones,
             time=float(self._time[slot]),
             salience=float(self._salience[slot]),
+            world_episode=_string_at(self._world, self._world_len, slot),
         )
 
     def _key_at(self, slot: int) -> FloatArray:
@@ -592,6 +592,8 @@ class VectorStore:
                 "action": self._action[:hw].copy(),
                 "stim": self._stim[:hw].copy(),
                 "stim_len": self._stim_len[:hw].copy(),
+                "world_episode": self._world[:hw].copy(),
+                "world_episode_len": self._world_len[:hw].copy(),
                 "hormones": self._hormones[:hw].copy(),
                 "free": self._free[: self._free_n].copy(),
             },
@@ -610,13 +612,19 @@ class VectorStore:
             hormone_names = [str(h) for h in meta["hormone_names"]]
             next_id = int(meta["next_id"])
             a = {name: arrays[name] for name in _STATE_ARRAYS}
+            # States written before steps had a world episode lack its columns: all None then.
+            present = [name in arrays for name in _WORLD_ARRAYS]
+            if any(present) and not all(present):
+                raise KeyError(f"{_WORLD_ARRAYS[present.index(False)]} (the other world episode array is there)")
+            if all(present):
+                a.update({name: arrays[name] for name in _WORLD_ARRAYS})
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"store state is missing or has a malformed field: {exc!r}") from exc
         if dim != self.dim:
             raise ValueError(f"store state has dim {dim}, this store has dim {self.dim}")
         if hw > self.capacity:
             raise ValueError(f"store state uses {hw} slots, this store's capacity is {self.capacity}")
-        for name in _STATE_ARRAYS:
+        for name in a:
             if name in ("free",):
                 continue
             want = (hw, dim) if name == "keys" else (hw, len(hormone_names)) if name == "hormones" else (hw,)
@@ -656,6 +664,13 @@ class VectorStore:
         self._stim[:hw] = stim
         self._stim_len.fill(-1)
         self._stim_len[:hw] = a["stim_len"]
+        world = a.get("world_episode")
+        world_dtype = world.dtype if world is not None and world.dtype.kind == "S" else "S1"
+        self._world = np.zeros(self.capacity, dtype=world_dtype)
+        self._world_len.fill(-1)
+        if world is not None:
+            self._world[:hw] = world
+            self._world_len[:hw] = a["world_episode_len"]
         self._hormone_names = hormone_names
         self._hormones = np.full((self.capacity, len(hormone_names)), np.nan, dtype=np.float32)
         self._hormones[:hw] = a["hormones"]
@@ -739,6 +754,7 @@ class VectorStore:
         self._valid[slots] = False
         self._ids[slots] = -1
         self._stim_len[slots] = -1
+        self._world_len[slots] = -1
         self._free[self._free_n : self._free_n + len(slots)] = slots
         self._free_n += len(slots)
         self._count -= len(slots)
@@ -792,3 +808,52 @@ _STATE_ARRAYS = (
     "hormones",
     "free",
 )
+_WORLD_ARRAYS = ("world_episode", "world_episode_len")
+
+
+def _string_bytes(episodes: Sequence[Episode]) -> tuple[list[bytes | None], list[bytes | None]]:
+    """The UTF-8 stimulus ids and world episodes of a batch (None where absent), within their limits.
+
+    Raises:
+        ValueError: If one is not a string or is longer than its byte limit.
+    """
+    try:
+        stim = [None if ep.stimulus_id is None else ep.stimulus_id.encode("utf-8") for ep in episodes]
+        world = [None if ep.world_episode is None else ep.world_episode.encode("utf-8") for ep in episodes]
+    except AttributeError:  # not a string: name the first such field
+        for i, ep in enumerate(episodes):
+            for name in ("stimulus_id", "world_episode"):
+                value = getattr(ep, name)
+                if value is not None and not isinstance(value, str):
+                    raise ValueError(
+                        f"episode {i}: {name} must be a string or None, got {type(value).__name__}"
+                    ) from None
+        raise
+    for name, values, limit in (
+        ("stimulus_id", stim, _MAX_STIMULUS_BYTES),
+        ("world_episode", world, _MAX_WORLD_EPISODE_BYTES),
+    ):
+        if max(map(len, filter(None, values)), default=0) > limit:
+            i, raw = next((i, v) for i, v in enumerate(values) if v is not None and len(v) > limit)
+            raise ValueError(f"episode {i}: {name} is {len(raw)} bytes, limit {limit}")
+    return stim, world
+
+
+def _put_strings(
+    column: npt.NDArray[Any], lengths: npt.NDArray[np.int16], slots: npt.NDArray[np.intp], values: list[bytes | None]
+) -> npt.NDArray[Any]:
+    """Write ``values`` into a byte column (widened if needed; returned) and their lengths (-1 = None)."""
+    width = max((len(v) for v in values if v is not None), default=0)
+    if width > column.dtype.itemsize:
+        column = column.astype(f"S{width}")
+    column[slots] = [b"" if v is None else v for v in values]
+    lengths[slots] = [-1 if v is None else len(v) for v in values]
+    return column
+
+
+def _string_at(column: npt.NDArray[Any], lengths: npt.NDArray[np.int16], slot: int) -> str | None:
+    n = int(lengths[slot])
+    if n < 0:
+        return None
+    # numpy's S dtype strips trailing NULs; pad back to the recorded length.
+    return bytes(column[slot]).ljust(n, b"\x00").decode("utf-8")

@@ -16,10 +16,12 @@ import asyncio
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.episodic import (
     ACTIONS,
+    ITI_S,
     ONE_SHOT_WORDS,
     Teacher,
     continual,
@@ -32,7 +34,8 @@ from bench.episodic import (
     wake_brain,
 )
 from bus import Bus, Meta, TextStimulus
-from bus.models import MemReplay
+from bus.models import Bid, Broadcast, MemReplay, Reward
+from memory.recall import recall
 from tests.actors_for_tests import eventually
 
 
@@ -53,6 +56,103 @@ async def test_one_rewarded_exposure_steers_the_next_choice_only_with_a_hippocam
     assert with_hits >= n - 4 and statistics.mean(with_p) >= 0.75, summary
     assert with_hits >= without_hits + 4, summary
     assert statistics.mean(with_p) >= statistics.mean(without_p) + 0.25, summary
+
+
+async def test_steps_of_a_world_episode_are_stored_with_it_and_one_rewarded_step_steers_the_next_choice(
+        bus: Bus, tmp_path: Path) -> None:
+    """A world that pays in its own unit (here -100 .. +80) and runs episodes of many steps: each
+    step is stored with its world episode and its reward scaled by the largest seen, a recall hit
+    brings the episode back, and one rewarded step still steers the next choice of its word."""
+    config = memory_brain(bus.subjects.ns, tmp_path)
+    contents: dict[str, np.ndarray] = {}
+    bids: dict[str, Bid] = {}
+
+    async def on_broadcast(msg: Broadcast, meta: Meta) -> None:
+        if msg.kind == "percept" and msg.stimulus_id:
+            contents[msg.stimulus_id] = msg.content
+
+    async def on_bid(msg: Bid, meta: Meta) -> None:
+        if msg.kind == "episode" and msg.stimulus_id:
+            bids[msg.stimulus_id] = msg
+
+    await bus.subscribe("gw.broadcast", on_broadcast, model=Broadcast)
+    await bus.subscribe("gw.bid", on_bid, model=Bid)
+    shards = sum(1 for a in config.actors.values() if a.kind == "hippocampus_shard")
+    words = ONE_SHOT_WORDS[:8]
+    mapping = task(words, seed=5)
+    async with running_brain(bus, config):
+        teacher = Teacher(bus)
+        await teacher.start(ACTIONS)
+
+        async def step(word: str, episode: str, reward: float, *, last: bool) -> tuple[str, str]:
+            """One step: ``reward`` for the word's correct action, ``-reward`` otherwise (a word
+            without one: ``reward``); a ``last`` step answered so ends the episode."""
+            teacher.trials += 1
+            sid = f"step-{teacher.trials}"
+            await bus.publish("stim.text", TextStimulus(text=word, id=sid, episode=episode))
+            await eventually(lambda: sid in teacher.actions, within=5, what=f"the action for {sid}")
+            action = teacher.actions[sid].action
+            correct = action == mapping.get(word, action)
+            await bus.publish("feedback.reward", Reward(value=reward if correct else -reward, stimulus_id=sid,
+                                                        terminal=last and correct))
+            await asyncio.sleep(ITI_S)
+            return action, sid
+
+        # One step of a first episode, punished with the largest reward the world pays: from now
+        # on the brain's rewards are the world's divided by 100.
+        _, first = await step("pebble", "maze-0", -100.0, last=True)
+        # A second episode of many steps: each word until one step rewarded (+80; a wrong action
+        # costs -80), the episode ending with the last step.
+        steps: dict[str, list[str]] = {w: [] for w in words}
+        for word in words:
+            for _ in range(12):
+                action, sid = await step(word, "maze-1", 80.0, last=word == words[-1])
+                steps[word].append(sid)
+                if action == mapping[word]:
+                    break
+            else:
+                pytest.fail(f"{word!r} was never answered correctly in 12 steps")
+        stored = 1 + sum(len(v) for v in steps.values())
+        for _ in range(200):
+            if (await status(bus, "episodic"))["stored"] >= stored:
+                break
+            await asyncio.sleep(0.02)
+        assert (await status(bus, "episodic"))["stored"] == stored
+
+        # Recall by the broadcast content of a stored step: its hit names the world episode, and
+        # its reward is the scaled one (-100 -> -1.0, +-80 -> +-0.8), not the raw one clipped.
+        reply = await recall(bus, contents[first], k=1, shards_expected=shards, deadline=2.0)
+        hit = reply.hits[0]
+        assert (hit.stimulus_id, hit.episode) == (first, "maze-0") and hit.reward == pytest.approx(-1.0), hit
+        for word in words:
+            last = steps[word][-1]
+            reply = await recall(bus, contents[last], k=20, shards_expected=shards, deadline=2.0)
+            by_sid = {h.stimulus_id: h for h in reply.hits}
+            assert by_sid[last].episode == "maze-1" and by_sid[last].action == mapping[word]
+            assert by_sid[last].reward == pytest.approx(0.8)
+            assert all(by_sid[sid].reward == pytest.approx(-0.8) for sid in steps[word][:-1]), reply.hits
+
+        # Probed once each, unrewarded and outside any episode: the one rewarded step steers.
+        for word, correct in mapping.items():
+            await teacher.probe(word, correct)
+    probes = {f"trial-{teacher.trials - len(words) + 1 + i}": word for i, word in enumerate(words)}
+    choices = {sid: teacher.choices[sid] for sid in probes}
+    summary = f"probes {[(probes[s], mapping[probes[s]], c) for s, c in choices.items()]}"
+    # A recall that misses the basal ganglia's 20 ms deliberation (a loaded machine) leaves that
+    # choice to the slow striatum: most, not all, choices have the evidence in time.
+    steered = [sid for sid, c in choices.items() if c["episodic"]]
+    assert len(steered) >= len(words) // 2, summary
+    for sid in steered:
+        probs = choices[sid]["probs"]
+        correct = mapping[probes[sid]]
+        assert max(probs, key=probs.get) == correct and probs[correct] >= 0.8, summary
+        assert choices[sid]["episodic"][correct] > 0, summary
+    # The evidence carries the scaled rewards: +0.8 for the rewarded action, -0.8 for the others.
+    for sid, word in probes.items():
+        if sid in bids:
+            evidence = {item["action"]: item["reward"] for item in bids[sid].detail["evidence"]}
+            assert evidence[mapping[word]] == pytest.approx(0.8), summary
+            assert all(r == pytest.approx(-0.8) for a, r in evidence.items() if a != mapping[word]), summary
 
 
 async def test_sleep_gates_intake_and_replays_episodes_to_basal_ganglia_and_cortex(

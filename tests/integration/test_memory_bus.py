@@ -154,6 +154,39 @@ async def test_bad_input_gets_error_replies_and_reports(bus: Bus, shards: StartS
     assert reply.hits[0].stimulus_id == "fine"
 
 
+async def test_a_steps_world_episode_comes_back_in_its_recall_hit_and_after_a_restart(
+        bus: Bus, shards: StartShards, tmp_path: Path) -> None:
+    (first,) = await shards(1, data_dir=str(tmp_path))
+    keys = unit(np.random.default_rng(9), 3)
+    episodes = ["FrozenLake-v1/ep-0", None, "x" * 128]
+    for i, (k, episode) in enumerate(zip(keys, episodes, strict=True)):
+        ack = (await store(bus, MemStore(key=k, stimulus_id=f"step-{i}", action="left", reward=-0.5,
+                                         episode=episode)))[0]
+        assert ack.ok, ack
+    for i, episode in enumerate(episodes):
+        reply = await recall(bus, keys[i], k=1, shards_expected=1, deadline=1.0)
+        assert (reply.hits[0].stimulus_id, reply.hits[0].episode) == (f"step-{i}", episode)
+    # The wire form carries it (and a hit without one says null).
+    answer = await bus.nc.request(bus.resolve("mem.recall"), orjson.dumps({"query": keys[0].tolist(), "k": 2}),
+                                  timeout=2.0)
+    hits = orjson.loads(answer.data)["hits"]
+    assert hits[0]["episode"] == "FrozenLake-v1/ep-0" and "episode" in hits[1]
+    # An episode id the contract refuses (a space) is refused on the way in, not stored.
+    with pytest.raises(StoreFailed, match="episode"):
+        await store(bus, MemStore.model_construct(key=keys[0], episode="has space", salience=1.0, hormones={}))
+    await first.stop(1.0)  # checkpoints on stop; the log holds the steps too
+
+    restored = HippocampusShard("shard0", bus, ShardOptions(dim=DIM, data_dir=str(tmp_path)))
+    await restored.start()
+    try:
+        assert restored.recovery is not None and restored.recovery.clean and len(restored.store) == 3
+        reply = await recall(bus, keys[2], k=3, shards_expected=1, deadline=1.0)
+        assert [h.episode for h in reply.hits] == ["x" * 128] + [
+            episodes[int(h.stimulus_id.removeprefix("step-"))] for h in reply.hits[1:] if h.stimulus_id]
+    finally:
+        await restored.stop(0.5)
+
+
 async def test_empty_memory_recall_answers_no_hits(bus: Bus, shards: StartShards) -> None:
     await shards(2, persist=False)
     reply = await recall(bus, np.ones(DIM), k=3, shards_expected=2, deadline=1.0)

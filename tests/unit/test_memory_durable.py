@@ -22,7 +22,7 @@ from memory.durable import (
     Snapshot,
 )
 from memory.episodes import Episode
-from memory.store import VectorStore
+from memory.store import StoreState, VectorStore
 
 DIM = 16
 
@@ -291,3 +291,77 @@ def test_kill9_mid_stream_keeps_every_acknowledged_record(tmp_path: Path) -> Non
     log.repair()
     log.append([LogRecord(len(seqs) + 1, KIND_ADD, b"after")])
     assert [r.seq for r in log.replay()][-1] == len(seqs) + 1
+
+
+def _steps(store: VectorStore, rng: np.random.Generator, n: int, t0: float, world: str | None) -> list[Episode]:
+    """``n`` prepared steps; every other one of world episode ``world`` (the rest without one)."""
+    return store.prepare([
+        Episode(-1, rng.standard_normal(DIM), stimulus_id=f"s{t0 + i:g}", action="a", reward=0.5, time=t0 + i,
+                salience=1.0, world_episode=world if i % 2 == 0 else None)
+        for i in range(n)
+    ])
+
+
+def _log_steps(store: VectorStore, p: ShardPersistence, steps: list[Episode]) -> None:
+    p.log_add(steps)
+    store.add(steps, prepared=True)
+
+
+def test_world_episodes_survive_log_replay_and_snapshot_recovery(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    store = VectorStore(DIM, 100, dtype="float16")
+    p = ShardPersistence(tmp_path)
+    p.open(store)
+    _log_steps(store, p, _steps(store, rng, 10, 0.0, "ep-1"))
+    p.close()
+
+    from_log = VectorStore(DIM, 100, dtype="float16")
+    p2 = ShardPersistence(tmp_path)
+    report = p2.open(from_log)
+    assert report.snapshot == "none" and report.records_replayed == 10 and report.clean
+    _assert_same(store, from_log)
+    assert [from_log.get(i).world_episode for i in range(4)] == ["ep-1", None, "ep-1", None]
+
+    p2.checkpoint(from_log)
+    _log_steps(from_log, p2, _steps(from_log, rng, 6, 100.0, "ep-2"))
+    p2.log_remove(from_log.remove([0]))
+    p2.close()
+
+    restored = VectorStore(DIM, 100, dtype="float16")
+    report = ShardPersistence(tmp_path).open(restored)
+    assert report.snapshot == "ok" and report.records_replayed == 7 and report.clean
+    _assert_same(from_log, restored)
+    assert 0 not in restored and restored.get(2).world_episode == "ep-1"
+    assert [restored.get(i).world_episode for i in range(10, 13)] == ["ep-2", None, "ep-2"]
+
+
+def test_shard_written_before_world_episodes_recovers_without_them(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    store = VectorStore(DIM, 100)
+    p = ShardPersistence(tmp_path)
+    p.open(store)
+    _log_steps(store, p, _steps(store, rng, 8, 0.0, None))
+    snap = p.checkpoint(store)
+    _log_steps(store, p, _steps(store, rng, 4, 50.0, None))
+    p.close()
+    # Rewrite the snapshot as the earlier format wrote it: no world episode arrays. (The log
+    # records of steps without a world episode are byte for byte the earlier format's.)
+    state = Snapshot.load(snap)
+    Snapshot.write(snap, StoreState(meta=state.meta, arrays={
+        k: v for k, v in state.arrays.items() if not k.startswith("world_episode")}))
+    assert "world_episode" not in Snapshot.load(snap).arrays
+
+    restored = VectorStore(DIM, 100)
+    p2 = ShardPersistence(tmp_path)
+    report = p2.open(restored)
+    assert report.snapshot == "ok" and report.records_replayed == 4 and report.clean
+    _assert_same(store, restored)
+    assert all(restored.get(i).world_episode is None for i in restored.ids().tolist())
+    # Steps with a world episode go on top and come back after the next recovery.
+    _log_steps(restored, p2, _steps(restored, rng, 2, 90.0, "ep-9"))
+    p2.checkpoint(restored)
+    p2.close()
+    again = VectorStore(DIM, 100)
+    assert ShardPersistence(tmp_path).open(again).clean
+    _assert_same(restored, again)
+    assert again.get(12).world_episode == "ep-9" and again.get(13).world_episode is None

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import gc
+import struct
 import sys
 
 import numpy as np
+import orjson
 import pytest
 
 from memory import scan
 from memory.episodes import Episode
-from memory.store import MAX_K, StoreFull, VectorStore
+from memory.store import MAX_K, StoreFull, StoreState, VectorStore
 
 DIM = 32
 
@@ -50,6 +52,78 @@ def test_episode_bytes_round_trip() -> None:
         Episode.from_bytes(ep.to_bytes()[:-1])
     with pytest.raises(ValueError, match="reward must be finite"):
         Episode(episode_id=1, key=np.ones(3), reward=float("nan")).to_bytes()
+
+
+def test_episode_bytes_carry_the_world_episode_and_old_records_still_decode() -> None:
+    ep = Episode(episode_id=3, key=np.arange(4, dtype=np.float32), stimulus_id="s1", action="up", reward=0.5,
+                 time=10.0, salience=0.25, world_episode="FrozenLake-v1/ep-0007")
+    back = Episode.from_bytes(ep.to_bytes())
+    assert back == ep and back.world_episode == "FrozenLake-v1/ep-0007"
+    assert back != Episode.from_bytes(Episode(3, ep.key, stimulus_id="s1", action="up", reward=0.5, time=10.0,
+                                              salience=0.25).to_bytes())
+    # Without a world episode the header has no "e" at all: the bytes of the earlier format.
+    bare = Episode(episode_id=1, key=np.ones(3, dtype=np.float32), stimulus_id="x")
+    assert b'"e"' not in bare.to_bytes() and Episode.from_bytes(bare.to_bytes()).world_episode is None
+    # A record written before the field existed (its exact header layout) decodes, as None.
+    head = orjson.dumps({"id": 9, "d": 2, "s": "old", "a": "left", "r": -1.0, "h": {"dopamine": 0.5},
+                         "t": 1.5, "l": 2.0})
+    old = struct.pack("<I", len(head)) + head + np.array([0.6, 0.8], dtype="<f4").tobytes()
+    decoded = Episode.from_bytes(old)
+    assert decoded == Episode(9, np.array([0.6, 0.8]), stimulus_id="old", action="left", reward=-1.0,
+                              hormones={"dopamine": 0.5}, time=1.5, salience=2.0)
+    assert decoded.world_episode is None
+    bad = orjson.dumps({"id": 9, "d": 0, "s": None, "a": None, "r": None, "h": {}, "t": 0.0, "l": 0.0, "e": 7})
+    with pytest.raises(ValueError, match="'e' must be a string or null"):
+        Episode.from_bytes(struct.pack("<I", len(bad)) + bad)
+
+
+def test_store_keeps_the_world_episode_per_slot() -> None:
+    store = VectorStore(4, 6, dtype="float16")
+    ids = store.add([
+        Episode(-1, np.array([1.0, 0, 0, 0]), stimulus_id="s1", world_episode="ep-1"),
+        Episode(-1, np.array([0, 1.0, 0, 0]), stimulus_id="s2"),
+        Episode(-1, np.array([0, 0, 1.0, 0]), world_episode="e" * 128),  # the limit itself
+    ])
+    assert [store.get(int(i)).world_episode for i in ids] == ["ep-1", None, "e" * 128]
+    _, found = store.search(np.array([1.0, 0.1, 0, 0]), 2)
+    assert [None if ep is None else ep.world_episode for ep in store.get_many(found[0])] == ["ep-1", None]
+    prepared = store.prepare([Episode(-1, np.ones(4), world_episode="ep-2")])
+    assert prepared[0].world_episode == "ep-2"
+    # A freed slot reused by a step without a world episode does not inherit the old one.
+    store.remove([int(ids[0])])
+    (reused,) = store.add([Episode(-1, np.array([0, 0, 0, 1.0]))]).tolist()
+    assert store.get(reused).world_episode is None and len(store) == 3
+    # Past the byte limit: a clear error from prepare and add, and nothing is added.
+    too_long = [Episode(-1, np.ones(4), world_episode="ep-2"), Episode(-1, np.ones(4), world_episode="x" * 129)]
+    next_id = store.next_id
+    for call in (store.prepare, store.add):
+        with pytest.raises(ValueError, match="episode 1: world_episode is 129 bytes, limit 128"):
+            call(too_long)
+    assert len(store) == 3 and store.next_id == next_id
+    with pytest.raises(ValueError, match="world_episode must be a string or None"):
+        store.add([Episode(-1, np.ones(4), world_episode=5)])  # type: ignore[arg-type]
+
+
+def test_state_round_trips_world_episodes_and_loads_states_written_without_them() -> None:
+    store = VectorStore(DIM, 16)
+    rng = np.random.default_rng(4)
+    store.add([Episode(-1, rng.standard_normal(DIM), world_episode=None if i % 3 == 0 else f"world-{i // 3}")
+               for i in range(10)])
+    store.remove([4])
+    state = store.export_state()
+    other = VectorStore(DIM, 32)
+    other.load_state(state)
+    assert [other.get(i) for i in store.ids().tolist()] == [store.get(i) for i in store.ids().tolist()]
+    assert other.get(5).world_episode == "world-1" and other.get(6).world_episode is None
+    # A state from before world episodes: the same minus their arrays; every step has none.
+    old_arrays = {k: v for k, v in state.arrays.items() if not k.startswith("world_episode")}
+    old = VectorStore(DIM, 16)
+    old.load_state(StoreState(meta=state.meta, arrays=old_arrays))
+    assert len(old) == 9 and all(old.get(i).world_episode is None for i in old.ids().tolist())
+    assert old.get(5).key.tolist() == store.get(5).key.tolist()
+    half = {k: v for k, v in state.arrays.items() if k != "world_episode_len"}
+    with pytest.raises(ValueError, match="world_episode_len"):
+        VectorStore(DIM, 16).load_state(StoreState(meta=state.meta, arrays=half))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
