@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from actors.supervisor import Supervisor
-from bus import Bus, EnvActions, Heartbeat, Meta, MotorAction, NeuromodEvent, RegionOutput, SysError
+from bus import Bus, EnvActions, Heartbeat, MotorAction, NeuromodEvent, RegionOutput, SysError
 from tests.actors_for_tests import eventually
 from tests.integration.test_brain import Recorder, start_brain
 
@@ -47,7 +47,8 @@ class World:
         return str(self.actions.where(lambda m: m.stimulus_id == sid)[0].action)
 
     async def reward(self, sid: str, value: float, **flags: Any) -> None:
-        await self.bus.publish_raw("feedback.reward", json.dumps({"value": value, "stimulus_id": sid, **flags}).encode())
+        body = {"value": value, "stimulus_id": sid, **flags}
+        await self.bus.publish_raw("feedback.reward", json.dumps(body).encode())
 
 
 async def bg_stats(world: World) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from actors.actor import ActorState
 from bus import Bus, Meta, RegionOutput, SysError, TextStimulus, VectorStimulus, codec
 from bus.codec import H_TYPE, H_VEC, MAX_BODY
-from bus.models import MAX_STIMULUS_DIM
 from bus.errors import DecodeError
+from bus.models import MAX_STIMULUS_DIM
 from regions.thalamus import Thalamus
 
 DIM = 384  # the thalamus's default dimension
