@@ -4,12 +4,13 @@ Each broadcast is written into a leaky, gated recurrent state (regions.working_m
 percept the current context (percept + history) goes out on `NS.region.<name>.out` for the basal
 ganglia to act on.
 
-Episodes: each episode id has a working memory of its own, empty at the episode's first step, so
-a cue seen at the start of an episode is held across its steps, and interleaved episodes never
-mix their histories. Stimuli without an episode share one working memory, as before episodes
-existed. At most `max_episodes` are kept, the least recently used forgotten first; a broadcast
-about a stimulus (a recalled memory) goes to the working memory of that stimulus's episode.
-With `working_memory: false` the history half of the context stays empty: the percept alone.
+Episodes: each episode id has a working memory of its own, empty at the episode's first step,
+where new content joins what is held rather than displacing it (`retain`), so a cue seen at the
+start of an episode is held across its steps, and interleaved episodes never mix their histories.
+Stimuli without an episode share one working memory, as before episodes existed. At most
+`max_episodes` are kept, the least recently used forgotten first; a broadcast about a stimulus (a
+recalled memory) goes to the working memory of that stimulus's episode. With
+`working_memory: false` the history half of the context stays empty: the percept alone.
 """
 
 from __future__ import annotations
@@ -57,13 +58,16 @@ class Prefrontal(Modulated):
         if episode is None:
             return self.wm
         wm = self.episodes.pop(episode, None)
-        if wm is None:  # an episode's first step: a fresh, empty working memory
-            wm = WorkingMemory(self.options.dim, leak=self.options.leak)
+        if wm is None:  # an episode's first step: a fresh, empty working memory that retains
+            wm = self._episode_memory()
             self.episodes_started += 1
         self.episodes[episode] = wm
         while len(self.episodes) > self.options.max_episodes:
             self.episodes.popitem(last=False)
         return wm
+
+    def _episode_memory(self) -> WorkingMemory:
+        return WorkingMemory(self.options.dim, leak=self.options.leak, retain=True)
 
     @on("gw.broadcast")
     async def broadcast(self, msg: Broadcast, meta: Meta) -> None:
@@ -97,7 +101,7 @@ class Prefrontal(Modulated):
     def restore(self, state: dict[str, Any]) -> None:
         self.wm.restore(state["wm"])
         for episode, saved in state.get("episodes", []):
-            wm = WorkingMemory(self.options.dim, leak=self.options.leak)
+            wm = self._episode_memory()
             wm.restore(saved)
             self.episodes[episode] = wm
 

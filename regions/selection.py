@@ -29,7 +29,9 @@ This is the classic "direct" actor of the basal-ganglia actor-critic models (Bar
 than the policy-gradient actor (whose ``onehot - pi`` factor vanishes once the policy is nearly
 deterministic, which makes reversal after a payoff swap very slow). The small ``actor_decay``
 keeps preferences bounded, so how fast a reversal happens does not depend on how long the old
-contingency was trained. Dividing by ``|s|^2`` (normalised LMS) makes ``lr`` mean "fraction of the
+contingency was trained. It applies once per episode (at its ending reward), not per step, so
+a world of many steps forgets at the pace of a world of one, and a rare success in a long
+episode is not decayed away before the next. Dividing by ``|s|^2`` (normalised LMS) makes ``lr`` mean "fraction of the
 error corrected" for any context scale or dimension. Traces decay by ``gamma * lambda`` at every
 new choice, so a reward that arrives after several choices still credits the earlier ones; a
 terminal reward clears them, as each trial of a bandit is its own episode (the episode ``None``,
@@ -353,7 +355,7 @@ class ActorCritic:
             return None
         v = float(self._w @ trace.pending)
         delta = reward - v if terminal else reward + discount * v - v
-        self._apply(trace, delta, lr, rpe_gain)
+        self._apply(trace, delta, lr, rpe_gain, decay=True)
         self.end_episode(episode)
         return delta
 
@@ -369,13 +371,13 @@ class ActorCritic:
         s_next = as_vector(context, self.dim)
         delta = trace.reward + discount * float(self._w @ s_next) - float(self._w @ trace.pending)
         trace.reward = None
-        self._apply(trace, delta, lr, rpe_gain)
+        self._apply(trace, delta, lr, rpe_gain, decay=False)
         return delta
 
-    def _apply(self, trace: EpisodeTrace, delta: float, lr: float, rpe_gain: float) -> None:
+    def _apply(self, trace: EpisodeTrace, delta: float, lr: float, rpe_gain: float, *, decay: bool) -> None:
         step = lr * rpe_gain * delta
         self._w.add_(trace.e_w, alpha=step * self.critic_scale)
-        if self.actor_decay > 0.0:
+        if decay and self.actor_decay > 0.0:
             self._W.mul_(1.0 - min(1.0, lr * self.actor_decay))
         self._W.add_(trace.e_W, alpha=step)
         self.updates += 1

@@ -46,10 +46,14 @@ class WorkingMemory:
         leak: Retention factor of the old state per update, in (0, 1].
         gate_gain: Slope ``a`` of the gate in salience.
         gate_bias: Offset ``b`` of the gate.
+        retain: New content joins what is held instead of displacing it,
+            ``h = normalise(leak * h + g * x)``: the working memory of an episode, where what
+            came first (a cue) is part of the task until its end.
     """
 
     def __init__(
-        self, dim: int, *, leak: float = 0.9, gate_gain: float = 6.0, gate_bias: float = -3.0
+        self, dim: int, *, leak: float = 0.9, gate_gain: float = 6.0, gate_bias: float = -3.0,
+        retain: bool = False,
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -59,6 +63,7 @@ class WorkingMemory:
         self.leak = leak
         self.gate_gain = gate_gain
         self.gate_bias = gate_bias
+        self.retain = retain
         self._h = torch.zeros(dim)
         self._percept = torch.zeros(dim)
         self.updates = 0
@@ -101,7 +106,8 @@ class WorkingMemory:
             self._percept = torch.from_numpy(xn)
             self.updates += 1
             return 0.0
-        h = np.float32((1.0 - g) * self.leak) * self._h.numpy() + np.float32(g) * xn
+        keep = self.leak if self.retain else (1.0 - g) * self.leak
+        h = np.float32(keep) * self._h.numpy() + np.float32(g) * xn
         n = math.sqrt(float(h @ h))
         self._h = torch.from_numpy(h / n if n > _EPS else np.zeros_like(h))
         x = torch.from_numpy(xn)
