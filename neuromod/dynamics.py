@@ -28,7 +28,7 @@ reward(value, rpe)  DA phasic += 0.8 * rpe * room (burst for a positive, dip for
                     of reward, the serotonergic "patience" signal
 novelty(x)          NE phasic += 0.3 x (arousal), ACh phasic += 0.4 x (encode the new thing)
 surprise(x)         unexpected uncertainty: NE phasic += 0.3 x, NE tonic += 0.05 x, and
-                    ACh phasic += 0.15 x (a surprise says the world changed: learn faster)
+                    ACh phasic += 0.6 x (a surprise says the world changed: learn faster)
 stress(x)           NE phasic += 0.2 x, NE tonic += 0.15 x, 5-HT tonic -= 0.15 x
 ==================  ===========================================================================
 
@@ -112,7 +112,7 @@ class HormoneGains:
     novelty_ach: float = 0.4
     surprise_ne: float = 0.3
     surprise_ne_tonic: float = 0.05
-    surprise_ach: float = 0.15
+    surprise_ach: float = 0.6
     stress_ne: float = 0.2
     stress_ne_tonic: float = 0.15
     stress_ser_tonic: float = 0.15
