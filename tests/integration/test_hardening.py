@@ -296,7 +296,8 @@ async def test_replay_counts_what_the_server_refused_and_exits_1(
     ok = write_recording(tmp_path / "ok.jsonl", allowed, allowed)
     args = build_parser().parse_args(["replay", str(ok), "--rate", "0", "--nats", secure_server.url_for("agent")])
     assert await record_run(args) == 0
-    assert capsys.readouterr().out == f"replayed 2 messages from {ok} into namespace {namespace}\n"
+    # (Only the summary line: log lines of other tests' connections may share this stdout.)
+    assert f"replayed 2 messages from {ok} into namespace {namespace}\n" in capsys.readouterr().out
 
 
 async def test_replay_counts_a_message_over_the_payload_limit_as_refused(
