@@ -8,10 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from actors import creds, recordcmd
+from actors import creds, gymcmd, recordcmd
 from actors.argtypes import count, positive
 from actors.logs import configure_logging
-from bus import gym_cli
 from bus.errors import BadInput, BrainbusError
 from tui import cli as tui_cli
 
@@ -72,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     tui_cli.add_parser(sub)
     recordcmd.add_parser(sub)
     creds.add_parser(sub)
-    gym_cli.add_parser(sub)
+    gymcmd.add_parser(sub)
 
     sc = sub.add_parser("schema", help="write the JSON Schema of every message and an AsyncAPI document")
     sc.add_argument("--out", type=Path, default=Path("schema"), help="output directory (default: ./schema)")
@@ -89,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(json=getattr(args, "log_json", False), level=getattr(args, "log_level", "info"))
     if args.command == "gym":
-        return gym_cli.main(args)
+        return gymcmd.main(args)
     from actors import commands
 
     try:

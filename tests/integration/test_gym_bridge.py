@@ -149,7 +149,7 @@ def test_an_unnamed_world_gets_a0_to_an() -> None:
     (["NoSuchWorld-v0"], "environment 'NoSuchWorld-v0'"),
     (["CartPole-v1", "--env-kwarg", "colour=1"], "unexpected keyword argument 'colour'"),
     (["CartPole-v1", "--episodes", "0"], "--episodes: must be at least 1"),
-    (["CartPole-v1", "--max-steps", "x"], "--max-steps: expected a whole number"),
+    (["CartPole-v1", "--max-steps", "x"], "--max-steps: 'x' is not a whole number"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path: Path, args: list[str], says: str) -> None:
     r = gym_cli(*args, "--nats", "nats://127.0.0.1:9", cwd=tmp_path, timeout=60)

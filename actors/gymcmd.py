@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TextIO
 
 import orjson
 
+from actors.argtypes import at_least_one, positive
 from bus.errors import BadInput, BrainbusError
 from bus.gym_bridge import DEFAULT_TIMEOUT_S, RunResult, run_episodes
 
@@ -33,26 +34,6 @@ def parse_env_kwarg(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
-
-
-def _seconds(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < x < 3600:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, got {text}")
-    return x
-
-
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """The `gym` subcommand on the `brainbus` parser."""
     p: argparse.ArgumentParser = sub.add_parser(
@@ -62,12 +43,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     "back on feedback.reward.")
     p.add_argument("env_id", metavar="ENV_ID",
                    help="a Gymnasium id: FrozenLake-v1, Taxi-v4, CartPole-v1, brainbus/TMaze-v0 ...")
-    p.add_argument("--episodes", type=_at_least_one, default=10, help="episodes to run (default: 10)")
+    p.add_argument("--episodes", type=at_least_one, default=10, help="episodes to run (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first reset and of random actions (default: 0)")
-    p.add_argument("--max-steps", type=_at_least_one, help="truncate episodes after this many steps")
+    p.add_argument("--max-steps", type=at_least_one, help="truncate episodes after this many steps")
     p.add_argument("--env-kwarg", type=parse_env_kwarg, action="append", default=[], metavar="KEY=VALUE",
                    help="an argument for gymnasium.make (JSON values: is_slippery=false); repeatable")
-    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S,
+    p.add_argument("--timeout", type=positive, default=DEFAULT_TIMEOUT_S,
                    help=f"seconds to wait for each action before resending once (default: {DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--out", type=Path, help="write the episodes as JSON to this file")
     p.add_argument("--nats", metavar="URL", help="NATS URL (default: NATS_URL, then the runtime file here)")
