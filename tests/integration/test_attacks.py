@@ -6,11 +6,8 @@ and no connection goes deaf.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
-import time
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -21,6 +18,7 @@ from bus import Bus, EmbeddedServer, Meta, RegionOutput, SysError, TextStimulus,
 from bus.codec import MAX_HEADERS
 from bus.models import MAX_REASON
 from regions.thalamus import Thalamus
+from tests.integration.test_fuzz import poll
 
 DIM = 384
 
@@ -40,14 +38,6 @@ def raw_hpub(url: str, subject: bytes, header: bytes, payload: bytes) -> bytes:
                 break
             got += chunk
         return got
-
-
-async def poll(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not within {within} s")
-        await asyncio.sleep(0.01)
 
 
 class Watch:
