@@ -11,12 +11,12 @@ from pathlib import Path
 from actors import creds, gymcmd, recordcmd
 from actors.argtypes import count, positive
 from actors.logs import configure_logging
+from bench import BENCHMARKS
 from bus.errors import BadInput, BrainbusError
 from tui import cli as tui_cli
 
 __all__ = ["main"]
 
-BENCHMARK_NAMES = ("bus", "latency", "memory", "cognition", "worlds")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", type=Path, default=Path("schema"), help="output directory (default: ./schema)")
 
     be = sub.add_parser("bench", help="run a benchmark, print a table and write JSON")
-    be.add_argument("name", choices=sorted(BENCHMARK_NAMES))
+    be.add_argument("name", choices=sorted(BENCHMARKS))
     be.add_argument("--out", type=Path, help="JSON results file (default: bench-results/NAME.json)")
     be.add_argument("--quick", action="store_true", help="fewer messages (a smoke run)")
     be.add_argument("--log-json", action="store_true")

@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "cognition": "bench.cognition:run_cognition_bench",
     "latency": "bench.latency:run_latency_bench",
     "memory": "bench.memory:run_memory_bench",
+    "reversal": "bench.reversal:run_reversal_bench",
     "worlds": "bench.worlds:run_worlds_bench",
 }
 
