@@ -184,3 +184,31 @@ def test_bad_use_is_rejected() -> None:
         ac.choose(CTX, beta=-1.0)
     with pytest.raises(ValueError):
         ActorCritic(DIM).restore({**ac.snapshot(), "dim": DIM + 1})
+
+
+def test_snapshots_carry_open_episodes_their_traces_and_held_rewards() -> None:
+    a = ActorCritic(DIM, ["go", "stop"], trace_decay=0.9, seed=2)
+    x1 = [1.0] + [0.0] * (DIM - 1)
+    x2 = [0.0, 1.0] + [0.0] * (DIM - 2)
+    a.choose(x1, beta=1.0, episode="open", discount=0.9)
+    a.learn(0.5, lr=0.3, terminal=False, episode="open")  # held until the next state
+    a.choose(x2, beta=1.0)  # and a one-step trial's pending choice
+    b = ActorCritic(DIM, seed=7)
+    b.restore(json.loads(json.dumps(a.snapshot())))
+    assert b.open_episodes == a.open_episodes == ["open", None]
+    assert a.bootstrap(x2, lr=0.3, discount=0.9, episode="open") == b.bootstrap(x2, lr=0.3, discount=0.9,
+                                                                                 episode="open")
+    assert a.learn(1.0, lr=0.3) == b.learn(1.0, lr=0.3)
+    assert a.snapshot() == b.snapshot()
+
+
+def test_a_snapshot_from_before_episodes_restores_as_the_one_step_episode() -> None:
+    a = ActorCritic(DIM, ["x", "y"], seed=1)
+    a.choose(CTX, beta=1.0)
+    old = a.snapshot()
+    (episode,) = old.pop("episodes")
+    old.update(trace_critic=episode["trace_critic"], trace_actor=episode["trace_actor"], pending=episode["pending"])
+    b = ActorCritic(DIM, seed=1)
+    b.restore(old)
+    assert b.open_episodes == [None]
+    assert b.learn(1.0, lr=0.5) == a.learn(1.0, lr=0.5)
