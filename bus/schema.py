@@ -20,15 +20,20 @@ def asyncapi(namespace: str = "brain") -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
     for cls in registered():
         name = cls.TYPE
+        # Nested models (a recall reply's hits) go to the document's components, where the
+        # references point: a `$defs` inside a payload would not be found from the document root.
+        payload = cls.model_json_schema(mode="serialization", ref_template="#/components/schemas/{model}")
+        schemas.update(payload.pop("$defs", {}))
         messages[name] = {
             "name": name,
             "title": cls.__name__,
             "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else name,
             "contentType": "application/json",
             "headers": {"type": "object", "properties": {codec.H_TYPE: {"const": cls.type_tag()}}},
-            "payload": cls.model_json_schema(mode="serialization"),
+            "payload": payload,
         }
         address = f"{namespace}.{cls.SUBJECT}".replace("*", "{token}")
         channel = cls.SUBJECT.replace(".", "_").replace("*", "x")
@@ -46,7 +51,7 @@ def asyncapi(namespace: str = "brain") -> dict[str, Any]:
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,
-        "components": {"messages": messages},
+        "components": {"messages": messages, "schemas": schemas},
     }
 
 

@@ -763,3 +763,30 @@ def test_trace_fields_read_type_source_and_stimulus_from_any_headers() -> None:
     assert trace_fields(foreign) == (None, None, "x1")
     assert trace_fields({H_SRC: "agent", H_SID: "x2"}) == (None, "agent", "x2")
     assert trace_fields(None) == (None, None, None)
+
+
+def test_every_reference_in_the_asyncapi_document_resolves_inside_it() -> None:
+    """AsyncAPI parsers resolve `$ref` from the document's root: a nested model's schema must be there."""
+    from bus.schema import asyncapi
+
+    doc = asyncapi()
+    refs: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "$ref":
+                    refs.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    assert any("MemHit" in ref for ref in refs)
+    for ref in refs:
+        node: object = doc
+        for part in ref.removeprefix("#/").split("/"):
+            assert isinstance(node, dict) and part in node, f"{ref} does not resolve"
+            node = node[part]
