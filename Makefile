@@ -31,12 +31,15 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # Each prints a table and writes bench-results/NAME.json; drop --quick for the full runs
-# (memory at 10^6 episodes, cognition with 4 phases x 160 trials).
+# (memory at 10^6 episodes, cognition with 4 phases x 160 trials, reversal over 5 seeds,
+# worlds at full budgets: an hour or more).
 bench: $(STAMP)
 	$(VENV)/bin/brainbus bench bus
 	$(VENV)/bin/brainbus bench latency
 	$(VENV)/bin/brainbus bench memory --quick
 	$(VENV)/bin/brainbus bench cognition --quick
+	$(VENV)/bin/brainbus bench reversal --quick
+	$(VENV)/bin/brainbus bench worlds --quick
 
 soak: $(STAMP)
 	$(PY) -m pytest -m soak
