@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,11 @@ from bus import (
 )
 from bus.auth import ACCOUNTS, accounts_block, generate_credentials, permissions
 from bus.durable import publish_durable, stream_name
+from tests.integration import test_security
 from tests.integration.test_security import Client, SecureBrain, eventually, settle
 
 REPO = Path(__file__).resolve().parents[2]
+clients = test_security.clients  # the security tests' fixture: clients closed after each test
 ACTIONS = ["eat", "drive", "wait"]
 
 
@@ -57,20 +59,6 @@ def brain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBrain]:
         yield b
     finally:
         b.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Callable[[], Client]]:
-    made: list[Client] = []
-
-    def make() -> Client:
-        made.append(Client())
-        return made[-1]
-
-    yield make
-    for c in made:
-        if c.nc is not None and not c.nc.is_closed:
-            await c.nc.close()
 
 
 class Recorder:
