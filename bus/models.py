@@ -26,6 +26,7 @@ from bus.subjects import match
 
 __all__ = [
     "CTL_VERBS",
+    "EPISODE_ID",
     "MAX_REASON",
     "MAX_REWARD",
     "MAX_STIMULUS_DIM",
@@ -153,6 +154,8 @@ Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+
 StimulusId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 #: An episode of a world: the steps (stimuli) that share it are one task, learnt across steps.
 EpisodeId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+#: What an `EpisodeId` may be, for checks outside a model (an outcome's data).
+EPISODE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 #: What a `StimulusId` may be, for checks outside a model (a `Bb-Sid` header).
 STIMULUS_ID = re.compile(r"[\x21-\x7e]{1,128}")
 ActionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]

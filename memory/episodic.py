@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from collections import OrderedDict
 from typing import Annotated, Any
 
@@ -52,14 +51,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from actors.actor import on
 from bus import Meta
 from bus.errors import BadInput, BusError
-from bus.models import Bid, Broadcast, Heartbeat, MemHit, MemStore, RegionOutput
+from bus.models import EPISODE_ID, Bid, Broadcast, Heartbeat, MemHit, MemStore, RegionOutput
 from memory.recall import ShardWatch, StoreFailed, recall, store
 from regions.modulated import Modulated
 
 __all__ = ["Episodic", "EpisodicOptions", "evidence_from_hits"]
-
-#: What an outcome's ``episode`` must look like to be stored with the step (`bus.models.EpisodeId`).
-_EPISODE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 class EpisodicOptions(BaseModel):
@@ -167,7 +163,7 @@ class Episodic(Modulated):
         if not sid or not isinstance(action, str) or not isinstance(reward, int | float):
             return
         episode = msg.data.get("episode")
-        if not isinstance(episode, str) or not _EPISODE_ID.fullmatch(episode):
+        if not isinstance(episode, str) or not EPISODE_ID.fullmatch(episode):
             episode = None
         remembered = self.contents.get(sid)
         if remembered is None:  # the percept never won the workspace (or was forgotten): no key

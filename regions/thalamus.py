@@ -5,11 +5,12 @@ thread, so the event loop never waits on it) or the deterministic hashing encode
 A vector of the brain's own length (an embedding) passes through as a direction; a vector of
 any other length (1 to 4,096: a world's state, a sensor reading) goes through a fixed random
 Fourier feature map into the brain's space (regions.vectors.WorldMap). An `episode` id rides on
-the percept to the regions that keep per-episode state. Each percept carries a habituation factor (repeated
-stimuli lose their orienting response and recover with time) that the cortex applies to the
-novelty part of its bid. While the brain sleeps, intake is gated: stimuli are dropped and counted.
-The percept goes out on `NS.region.<name>.out`, carrying the stimulus id that everything
-downstream will name.
+the percept to the regions that keep per-episode state.
+
+Each percept carries a habituation factor (repeated stimuli lose their orienting response and
+recover with time) that the cortex applies to the novelty part of its bid. While the brain
+sleeps, intake is gated: stimuli are dropped and counted. The percept goes out on
+`NS.region.<name>.out`, carrying the stimulus id that everything downstream will name.
 
 In deterministic mode (actors.determinism) the thalamus is the brain's one intake: stimuli and
 rewards queue here (regions.intake) and go in one at a time. Before each stimulus the hormone
